@@ -1,0 +1,113 @@
+//! A private MariaDB with a ROW binlog and full row metadata, as lynq's binlog source needs.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{
+    EnvError, create_dir,
+    process::{ManagedProcess, free_port, port_open, run_to_completion},
+};
+
+/// Admin user created for tests (all privileges, with grant option).
+pub const ADMIN_USER: &str = "lynq";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "lynq-admin";
+
+/// A running MariaDB.
+pub struct MariaDb {
+    /// `mysql://lynq:…@127.0.0.1:port/`.
+    pub url: String,
+    /// TCP port.
+    pub port: u16,
+    /// Unix socket path.
+    pub socket: PathBuf,
+    process: ManagedProcess,
+}
+
+impl MariaDb {
+    /// Initialises a data dir, starts mariadbd and creates the admin user.
+    pub async fn start(root: &Path, logs: &Path) -> Result<Self, EnvError> {
+        let install = super::find_binary("mariadb-install-db", &[], "Debian package mariadb-server")?;
+        let server = super::find_binary("mariadbd", &[PathBuf::from("/usr/sbin")], "Debian package mariadb-server")?;
+        let client = super::find_binary("mariadb", &[], "Debian package mariadb-client")?;
+        let dir = root.join("mariadb");
+        let data = dir.join("data");
+        create_dir(&data)?;
+        let user = current_user();
+        run_to_completion(
+            "mariadb-install-db",
+            &install,
+            &[
+                "--no-defaults".into(),
+                format!("--datadir={}", data.display()),
+                format!("--user={user}"),
+                "--auth-root-authentication-method=normal".into(),
+                "--skip-test-db".into(),
+            ],
+        )
+        .await?;
+        let port = free_port()?;
+        let socket = dir.join("mysqld.sock");
+        let args = vec![
+            "--no-defaults".into(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", socket.display()),
+            format!("--pid-file={}", dir.join("mysqld.pid").display()),
+            format!("--user={user}"),
+            format!("--log-bin={}", data.join("binlog").display()),
+            "--binlog-format=ROW".into(),
+            "--binlog-row-image=FULL".into(),
+            "--binlog-row-metadata=FULL".into(),
+            "--server-id=1".into(),
+            "--log-bin-compress=OFF".into(),
+            "--skip-name-resolve".into(),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-flush-log-at-trx-commit=2".into(),
+            "--sync-binlog=0".into(),
+            "--max-connections=500".into(),
+        ];
+        let mut process = ManagedProcess::spawn("mariadbd", &server, &args, &logs.join("mariadb.log"))?;
+        let sock = socket.clone();
+        process
+            .wait_until("socket and port accept connections", Duration::from_secs(60), || {
+                let sock = sock.clone();
+                async move { sock.exists() && port_open(port).await }
+            })
+            .await?;
+        let grant = format!(
+            "CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{ADMIN_PASSWORD}'; \
+             GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; FLUSH PRIVILEGES;"
+        );
+        run_to_completion(
+            "mariadb (create admin user)",
+            &client,
+            &["--no-defaults".into(), format!("--socket={}", socket.display()), "-uroot".into(), "-e".into(), grant],
+        )
+        .await?;
+        let url = format!("mysql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{port}/");
+        Ok(Self { url, port, socket, process })
+    }
+
+    /// Process id of mariadbd.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Stops mariadbd.
+    pub async fn stop(self, grace: Duration) {
+        self.process.stop(grace).await;
+    }
+}
+
+/// Name of the user running the environment (mariadbd refuses to run as root without --user=root).
+pub(super) fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}

@@ -1,0 +1,139 @@
+//! Shared test support: one local environment per test binary, started lazily by the `lynq env up`
+//! supervisor and stopped when this process exits (its stdin pipe closes, even on panic or kill).
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client, api::PostParams};
+use lynq::localenv::EnvInfo;
+
+/// The environment of this test binary and the supervisor that owns it.
+struct Shared {
+    info: EnvInfo,
+    // Held open for the life of the process; dropping it at exit is what stops the environment.
+    _supervisor: Mutex<Child>,
+}
+
+static ENV: OnceLock<Shared> = OnceLock::new();
+
+/// The running environment (started on first use).
+pub fn env() -> &'static EnvInfo {
+    &ENV.get_or_init(|| {
+        let (child, info) = start_supervisor("integration", &[]).unwrap_or_else(|e| panic!("local environment: {e}"));
+        Shared { info, _supervisor: Mutex::new(child) }
+    })
+    .info
+}
+
+/// Starts a `lynq env up --exit-on-stdin-eof` supervisor and reads its JSON announcement.
+pub fn start_supervisor(label: &str, extra_args: &[&str]) -> Result<(Child, EnvInfo), String> {
+    let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lynq-env-logs").join(label);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lynq"))
+        .args(["env", "up", "--exit-on-stdin-eof", "--log-dir"])
+        .arg(&log_dir)
+        .args(extra_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawning lynq env up: {e}"))?;
+    let stdout = child.stdout.take().ok_or("supervisor has no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading the supervisor's announcement: {e}"))?;
+    if line.trim().is_empty() {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        return Err(format!("lynq env up exited ({status}) before announcing the environment; logs in {}", log_dir.display()));
+    }
+    let info = serde_json::from_str(&line).map_err(|e| format!("parsing {line:?}: {e}"))?;
+    Ok((child, info))
+}
+
+/// A kube client for the admin kubeconfig (one per test: clients are bound to the test's runtime).
+pub async fn client() -> Client {
+    let path = env().kubeconfig.clone().expect("environment has a control plane");
+    lynq::localenv::admin_client(&path).await.expect("admin client")
+}
+
+/// A fresh, uniquely named namespace.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", unique_suffix());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    name
+}
+
+/// A short suffix unique within this machine's recent runs.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n}", std::process::id())
+}
+
+/// Runs kubectl against the environment, returning stdout, or panicking with its output.
+pub fn kubectl(args: &[&str]) -> String {
+    let kubeconfig = env().kubeconfig.clone().expect("environment has a control plane");
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Path of a test fixture.
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+}
+
+/// Asserts that every field of `expected` is present in `actual` with the same value.
+pub fn assert_contains(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, v) in e {
+                let child = format!("{path}.{k}");
+                let got = a.get(k).unwrap_or_else(|| panic!("{child} is missing in {actual}"));
+                assert_contains(v, got, &child);
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            assert_eq!(e.len(), a.len(), "{path} has {} items, expected {}", a.len(), e.len());
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                assert_contains(ev, av, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(expected, actual, "{path} differs"),
+    }
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
