@@ -1,7 +1,7 @@
 //! Hand-written schema pieces the derive cannot express, and post-processing of generated CRDs.
 
-use schemars::{Schema, SchemaGenerator, json_schema};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// The 16 resource-list field names of a form/node spec, in Lynq's order.
 pub const RESOURCE_LISTS: [&str; 16] = [

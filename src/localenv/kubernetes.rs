@@ -30,11 +30,8 @@ pub struct ControlPlane {
 
 /// Directories searched for kube-apiserver and kube-controller-manager, in order.
 pub fn asset_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = ["KUBE_ASSETS", "KUBEBUILDER_ASSETS"]
-        .iter()
-        .filter_map(|v| std::env::var_os(v))
-        .map(PathBuf::from)
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        ["KUBE_ASSETS", "KUBEBUILDER_ASSETS"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
     let cache = std::env::var_os("LYNQ_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lynq")));
@@ -63,13 +60,24 @@ impl ControlPlane {
 
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
-        let mut etcd = ManagedProcess::spawn("etcd", &etcd_bin, &etcd_args(etcd_dir.path(), etcd_port, peer_port), &logs.join("etcd.log"))?;
+        let mut etcd = ManagedProcess::spawn(
+            "etcd",
+            &etcd_bin,
+            &etcd_args(etcd_dir.path(), etcd_port, peer_port),
+            &logs.join("etcd.log"),
+        )?;
         etcd.wait_until("client port open", Duration::from_secs(30), || port_open(etcd_port)).await?;
 
         let sa_key = dir.join("sa.key");
         let sa_pub = dir.join("sa.pub");
-        run_to_completion("openssl genrsa", &openssl, &["genrsa".into(), "-out".into(), path(&sa_key), "2048".into()]).await?;
-        run_to_completion("openssl rsa", &openssl, &["rsa".into(), "-in".into(), path(&sa_key), "-pubout".into(), "-out".into(), path(&sa_pub)]).await?;
+        run_to_completion("openssl genrsa", &openssl, &["genrsa".into(), "-out".into(), path(&sa_key), "2048".into()])
+            .await?;
+        run_to_completion(
+            "openssl rsa",
+            &openssl,
+            &["rsa".into(), "-in".into(), path(&sa_key), "-pubout".into(), "-out".into(), path(&sa_pub)],
+        )
+        .await?;
         let admin_token = random_token();
         let tokens = vec![("admin".to_string(), admin_token.clone()), (OPERATOR_SA_USER.to_string(), random_token())];
         let token_file = dir.join("tokens.csv");
@@ -77,13 +85,12 @@ impl ControlPlane {
 
         let api_port = free_port()?;
         let api_args = apiserver_args(&dir, etcd_port, api_port, &token_file, &sa_key, &sa_pub);
-        let mut apiserver = ManagedProcess::spawn("kube-apiserver", &apiserver_bin, &api_args, &logs.join("kube-apiserver.log"))?;
+        let mut apiserver =
+            ManagedProcess::spawn("kube-apiserver", &apiserver_bin, &api_args, &logs.join("kube-apiserver.log"))?;
         let kubeconfig = dir.join("kubeconfig");
         write_file(&kubeconfig, &kubeconfig_yaml(api_port, &admin_token))?;
         let client = admin_client(&kubeconfig).await?;
-        apiserver
-            .wait_until("GET /readyz returns ok", Duration::from_secs(90), || apiserver_ready(&client))
-            .await?;
+        apiserver.wait_until("GET /readyz returns ok", Duration::from_secs(90), || apiserver_ready(&client)).await?;
 
         let cm_args = vec![
             format!("--kubeconfig={}", path(&kubeconfig)),
@@ -95,7 +102,12 @@ impl ControlPlane {
             "--namespace-sync-period=10s".into(),
             "--v=1".into(),
         ];
-        let mut controller_manager = ManagedProcess::spawn("kube-controller-manager", &cm_bin, &cm_args, &logs.join("kube-controller-manager.log"))?;
+        let mut controller_manager = ManagedProcess::spawn(
+            "kube-controller-manager",
+            &cm_bin,
+            &cm_args,
+            &logs.join("kube-controller-manager.log"),
+        )?;
         controller_manager.ensure_running()?;
         Ok(Self { kubeconfig, tokens, etcd, apiserver, controller_manager, etcd_dir })
     }
@@ -131,7 +143,14 @@ fn etcd_args(data: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
     ]
 }
 
-fn apiserver_args(dir: &Path, etcd_port: u16, api_port: u16, tokens: &Path, sa_key: &Path, sa_pub: &Path) -> Vec<String> {
+fn apiserver_args(
+    dir: &Path,
+    etcd_port: u16,
+    api_port: u16,
+    tokens: &Path,
+    sa_key: &Path,
+    sa_pub: &Path,
+) -> Vec<String> {
     vec![
         format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
         format!("--secure-port={api_port}"),
@@ -176,7 +195,12 @@ fn random_token() -> String {
     let mut out = String::new();
     for _ in 0..2 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
@@ -185,8 +209,10 @@ fn random_token() -> String {
 /// A kube client for the admin kubeconfig just written.
 pub async fn admin_client(kubeconfig: &Path) -> Result<kube::Client, EnvError> {
     crate::install_crypto_provider();
-    let fail = |what: String| EnvError::CommandFailed { name: "kube client".into(), status: "error".into(), output: what };
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| fail(format!("reading {}: {e}", kubeconfig.display())))?;
+    let fail =
+        |what: String| EnvError::CommandFailed { name: "kube client".into(), status: "error".into(), output: what };
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| fail(format!("reading {}: {e}", kubeconfig.display())))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|e| fail(format!("loading {}: {e}", kubeconfig.display())))?;

@@ -130,7 +130,9 @@ impl LocalEnv {
                 if components.kubernetes { Some(ControlPlane::start(&root, &logs).await).transpose() } else { Ok(None) }
             },
             async { if components.mysql { Some(MariaDb::start(&root, &logs).await).transpose() } else { Ok(None) } },
-            async { if components.postgres { Some(Postgres::start(&root, &logs).await).transpose() } else { Ok(None) } },
+            async {
+                if components.postgres { Some(Postgres::start(&root, &logs).await).transpose() } else { Ok(None) }
+            },
         );
         // Keep whatever started so that stop() cleans it up even when another part failed.
         let mut first_error = None;

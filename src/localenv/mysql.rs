@@ -105,9 +105,5 @@ impl MariaDb {
 
 /// Name of the user running the environment (mariadbd refuses to run as root without --user=root).
 pub(super) fn current_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into())
+    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "root".into())
 }

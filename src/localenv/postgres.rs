@@ -58,18 +58,18 @@ impl Postgres {
         write_file(&pwfile, SUPERUSER_PASSWORD)?;
         own(&pwfile, run_as)?;
         let initdb_args = vec![
-                "-D".into(),
-                data.display().to_string(),
-                "-U".into(),
-                SUPERUSER.into(),
-                "--auth-local=trust".into(),
-                "--auth-host=scram-sha-256".into(),
-                format!("--pwfile={}", pwfile.display()),
-                "--no-sync".into(),
-                "-E".into(),
-                "UTF8".into(),
-                "--locale=C".into(),
-            ];
+            "-D".into(),
+            data.display().to_string(),
+            "-U".into(),
+            SUPERUSER.into(),
+            "--auth-local=trust".into(),
+            "--auth-host=scram-sha-256".into(),
+            format!("--pwfile={}", pwfile.display()),
+            "--no-sync".into(),
+            "-E".into(),
+            "UTF8".into(),
+            "--locale=C".into(),
+        ];
         run_to_completion_as("initdb", &initdb, &initdb_args, run_as).await?;
         let port = free_port()?;
         let args = [
@@ -145,8 +145,12 @@ fn postgres_user() -> Result<Option<RunAs>, EnvError> {
 /// Hands `path` to the user the server runs as.
 fn own(path: &Path, user: Option<RunAs>) -> Result<(), EnvError> {
     if let Some(user) = user {
-        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(user.uid)), Some(nix::unistd::Gid::from_raw(user.gid)))
-            .map_err(|e| EnvError::io(format!("chown {} to postgres", path.display()), e.into()))?;
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(user.uid)),
+            Some(nix::unistd::Gid::from_raw(user.gid)),
+        )
+        .map_err(|e| EnvError::io(format!("chown {} to postgres", path.display()), e.into()))?;
     }
     Ok(())
 }

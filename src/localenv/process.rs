@@ -31,7 +31,13 @@ impl ManagedProcess {
     }
 
     /// Like [`ManagedProcess::spawn`], running as another user when `user` is given.
-    pub fn spawn_as(name: &str, program: &Path, args: &[String], log: &Path, user: Option<RunAs>) -> Result<Self, EnvError> {
+    pub fn spawn_as(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        user: Option<RunAs>,
+    ) -> Result<Self, EnvError> {
         let out = File::create(log).map_err(|e| EnvError::io(format!("creating log {}", log.display()), e))?;
         let err = out.try_clone().map_err(|e| EnvError::io(format!("cloning log {}", log.display()), e))?;
         let mut command = Command::new(program);
@@ -130,17 +136,21 @@ pub async fn run_to_completion(name: &str, program: &Path, args: &[String]) -> R
 }
 
 /// Like [`run_to_completion`], running as another user when `user` is given.
-pub async fn run_to_completion_as(name: &str, program: &Path, args: &[String], user: Option<RunAs>) -> Result<String, EnvError> {
+pub async fn run_to_completion_as(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    user: Option<RunAs>,
+) -> Result<String, EnvError> {
     let mut command = Command::new(program);
     if let Some(user) = user {
         command.uid(user.uid).gid(user.gid);
     }
-    let output = command
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| EnvError::Spawn { name: name.into(), program: program.display().to_string(), source: e })?;
+    let output = command.args(args).stdin(Stdio::null()).output().await.map_err(|e| EnvError::Spawn {
+        name: name.into(),
+        program: program.display().to_string(),
+        source: e,
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -154,7 +164,8 @@ pub async fn run_to_completion_as(name: &str, program: &Path, args: &[String], u
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16, EnvError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| EnvError::io("finding a free port".into(), e))?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| EnvError::io("finding a free port".into(), e))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| EnvError::io("finding a free port".into(), e))
 }
 

@@ -14,7 +14,12 @@ use super::{Components, EnvError, LocalEnv};
 pub const STATE_FILE: &str = "env.json";
 
 /// Starts the environment, announces it, and runs until told to stop.
-pub async fn run(components: Components, log_dir: &Path, state_dir: Option<&Path>, exit_on_stdin_eof: bool) -> Result<(), EnvError> {
+pub async fn run(
+    components: Components,
+    log_dir: &Path,
+    state_dir: Option<&Path>,
+    exit_on_stdin_eof: bool,
+) -> Result<(), EnvError> {
     let env = LocalEnv::start(components, log_dir).await?;
     let line = serde_json::to_string(&env.info).unwrap_or_default();
     if let Some(dir) = state_dir {

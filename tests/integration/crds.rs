@@ -24,7 +24,8 @@ pub async fn install_crds(client: &kube::Client) {
             let name = name.clone();
             async move {
                 let crd = api.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+                let established =
+                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
                 established.then_some(())
             }
         })

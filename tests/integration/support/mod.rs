@@ -50,7 +50,10 @@ pub fn start_supervisor(label: &str, extra_args: &[&str]) -> Result<(Child, EnvI
     BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading the supervisor's announcement: {e}"))?;
     if line.trim().is_empty() {
         let status = child.wait().map_err(|e| e.to_string())?;
-        return Err(format!("lynq env up exited ({status}) before announcing the environment; logs in {}", log_dir.display()));
+        return Err(format!(
+            "lynq env up exited ({status}) before announcing the environment; logs in {}",
+            log_dir.display()
+        ));
     }
     let info = serde_json::from_str(&line).map_err(|e| format!("parsing {line:?}: {e}"))?;
     Ok((child, info))
@@ -81,12 +84,8 @@ pub fn unique_suffix() -> String {
 /// Runs kubectl against the environment, returning stdout, or panicking with its output.
 pub fn kubectl(args: &[&str]) -> String {
     let kubeconfig = env().kubeconfig.clone().expect("environment has a control plane");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is installed");
+    let out =
+        Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(args).output().expect("kubectl is installed");
     assert!(
         out.status.success(),
         "kubectl {args:?} failed: {}{}",
