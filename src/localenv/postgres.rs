@@ -107,9 +107,9 @@ impl Postgres {
         self.process.pid()
     }
 
-    /// Stops the server (SIGTERM is a "smart" shutdown; the grace period bounds it).
+    /// Stops the server with a "fast" shutdown (SIGINT): SIGTERM would wait for clients to leave.
     pub async fn stop(self, grace: Duration) {
-        self.process.stop(grace).await;
+        self.process.stop_with(nix::sys::signal::Signal::SIGINT, grace).await;
     }
 }
 

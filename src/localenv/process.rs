@@ -103,9 +103,14 @@ impl ManagedProcess {
     }
 
     /// SIGTERM, then SIGKILL after `grace`; waits until the process is reaped.
-    pub async fn stop(mut self, grace: Duration) {
+    pub async fn stop(self, grace: Duration) {
+        self.stop_with(Signal::SIGTERM, grace).await;
+    }
+
+    /// `signal`, then SIGKILL after `grace`; waits until the process is reaped.
+    pub async fn stop_with(mut self, signal: Signal, grace: Duration) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), signal);
             if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
                 return;
             }
