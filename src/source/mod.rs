@@ -4,6 +4,8 @@
 //! then committed [`SourceTransaction`]s in commit order, each carrying the [`Position`] to resume
 //! from once it has been applied. The hub consumes this and never looks at the database itself.
 
+pub mod mysql;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
