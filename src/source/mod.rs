@@ -5,6 +5,7 @@
 //! from once it has been applied. The hub consumes this and never looks at the database itself.
 
 pub mod mysql;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 
