@@ -26,6 +26,31 @@ async fn mariadb_has_a_row_binlog() {
 }
 
 #[tokio::test]
+async fn each_test_gets_its_own_mariadb_database() {
+    let (first, url) = support::mysql_database("isolation").await;
+    let (second, _) = support::mysql_database("isolation").await;
+    assert_ne!(first, second);
+    let mut conn = mysql_async::Conn::from_url(url.as_str()).await.expect("connect");
+    conn.query_drop("CREATE TABLE nodes (id VARCHAR(64) PRIMARY KEY, active TINYINT(1))").await.expect("create table");
+    conn.query_drop("INSERT INTO nodes VALUES ('acme', 1)").await.expect("insert");
+    let db: Option<String> = conn.query_first("SELECT DATABASE()").await.expect("query");
+    assert_eq!(db, Some(first));
+    conn.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test]
+async fn each_test_gets_its_own_postgres_database() {
+    let (name, url) = support::pg_database("isolation").await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(connection);
+    client.batch_execute("CREATE TABLE nodes (id text PRIMARY KEY, active boolean)").await.expect("create table");
+    let row = client.query_one("SELECT current_database()", &[]).await.expect("query");
+    assert_eq!(row.get::<_, String>(0), name);
+    drop(client);
+    let _ = task.await;
+}
+
+#[tokio::test]
 async fn postgres_has_logical_wal() {
     let url = support::env().postgres_url.clone().expect("postgres");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");

@@ -136,3 +136,28 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh MariaDB database for one test; returns its name and a URL pointing at it.
+pub async fn mysql_database(prefix: &str) -> (String, String) {
+    use mysql_async::prelude::Queryable;
+    let admin_url = env().mysql_url.clone().expect("environment has MariaDB");
+    let name = format!("{prefix}_{}", unique_suffix()).replace('-', "_");
+    let mut conn = mysql_async::Conn::from_url(admin_url.as_str()).await.expect("connect to MariaDB");
+    conn.query_drop(format!("CREATE DATABASE `{name}`")).await.expect("create database");
+    conn.disconnect().await.expect("disconnect");
+    (name.clone(), format!("{admin_url}{name}"))
+}
+
+/// A fresh PostgreSQL database for one test; returns its name and a URL pointing at it.
+pub async fn pg_database(prefix: &str) -> (String, String) {
+    let admin_url = env().postgres_url.clone().expect("environment has PostgreSQL");
+    let name = format!("{prefix}_{}", unique_suffix()).replace('-', "_");
+    let (client, connection) =
+        tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    let task = tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
+    drop(client);
+    let _ = task.await;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL has a database");
+    (name.clone(), format!("{base}/{name}"))
+}
