@@ -4,6 +4,7 @@
 //! then committed [`SourceTransaction`]s in commit order, each carrying the [`Position`] to resume
 //! from once it has been applied. The hub consumes this and never looks at the database itself.
 
+pub mod capture;
 pub mod mysql;
 pub mod postgres;
 
