@@ -6,6 +6,7 @@
 pub mod api;
 pub mod localenv;
 pub mod source;
+pub mod template;
 
 /// Selects rustls' crypto provider for the whole process (idempotent).
 ///
