@@ -4,7 +4,11 @@
 //! Data flows one way: database → [`source`] → [`hub`] → LynqNode → [`node`] → resources → status.
 
 pub mod api;
+pub mod apply;
+pub mod graph;
+pub mod hub;
 pub mod localenv;
+pub mod node;
 pub mod source;
 pub mod template;
 

@@ -23,9 +23,27 @@ enum Command {
     },
     /// Run the operator against $KUBECONFIG or the in-cluster configuration.
     Run,
+    /// Render a LynqForm offline and print its resources in apply order as YAML.
+    Render(RenderArgs),
     /// Start or stop the local environment (control plane, MariaDB, PostgreSQL).
     #[command(subcommand)]
     Env(EnvCommand),
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// The LynqForm manifest (YAML).
+    #[arg(long)]
+    form: PathBuf,
+    /// Row values as a JSON object of strings, e.g. '{"uid":"acme","planId":"pro"}'.
+    #[arg(long, conflicts_with = "values_file")]
+    values: Option<String>,
+    /// Row values from a JSON file.
+    #[arg(long)]
+    values_file: Option<PathBuf>,
+    /// Namespace the node would live in.
+    #[arg(long, default_value = "default")]
+    namespace: String,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +88,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Run => run_operator().await,
+        Command::Render(args) => render_form(args),
         Command::Env(EnvCommand::Up(up)) => env_up(up).await,
         Command::Env(EnvCommand::Down { state_dir }) => supervisor::down(&state_dir).await.map_err(Into::into),
     };
@@ -99,12 +118,38 @@ fn print_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn render_form(args: RenderArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&args.form).with_context(|| format!("reading {}", args.form.display()))?;
+    let form: lynq::api::LynqForm =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not a LynqForm", args.form.display()))?;
+    let values_text = match (&args.values, &args.values_file) {
+        (Some(v), _) => v.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, None) => "{}".into(),
+    };
+    let values: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&values_text).context("--values must be a JSON object of strings")?;
+    let name = form.metadata.name.clone().unwrap_or_default();
+    let vars = lynq::node::render::offline_variables(&name, &form.spec.hub_id, &values);
+    let engine = lynq::template::Engine::new();
+    let rendered = lynq::node::render::render_form(&engine, &name, &form.spec, &args.namespace, &vars)?;
+    for resource in rendered {
+        print!("---\n# {}\n{}", resource.id, serde_yaml_ng::to_string(&resource.object)?);
+    }
+    Ok(())
+}
+
 async fn run_operator() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let version = client.apiserver_version().await?;
     tracing::info!(server = %version.git_version, "connected to the Kubernetes API server");
-    wait_for_shutdown_signal().await;
-    tracing::info!("shutting down");
+    // One shutdown signal shared by every controller: each finishes its in-flight work and returns.
+    let shutdown = futures::FutureExt::shared(Box::pin(async {
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down");
+    }));
+    lynq::node::run(client.clone(), lynq::node::NodeConfig::default(), shutdown.clone()).await;
     Ok(())
 }
 

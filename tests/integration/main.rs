@@ -6,3 +6,4 @@ mod support;
 
 mod crds;
 mod environment;
+mod node;

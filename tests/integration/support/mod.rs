@@ -60,7 +60,12 @@ pub fn start_supervisor(label: &str, extra_args: &[&str]) -> Result<(Child, EnvI
 }
 
 /// A kube client for the admin kubeconfig (one per test: clients are bound to the test's runtime).
+/// Also routes the operator's logs to the test output, filtered by RUST_LOG.
 pub async fn client() -> Client {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let path = env().kubeconfig.clone().expect("environment has a control plane");
     lynq::localenv::admin_client(&path).await.expect("admin client")
 }

@@ -1,0 +1,5 @@
+//! The hub: row changes from a source turned into LynqNodes (one per active row per form), and the
+//! LynqForm controller that validates forms and reports their rollout.
+
+pub mod config;
+pub mod form_check;

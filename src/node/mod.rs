@@ -1,0 +1,188 @@
+//! The LynqNode controller: one LynqNode (one row × one form) reconciled into Kubernetes resources.
+//!
+//! `reconcile` is a thin layer over pure planning: variables ([`variables`]), rendering
+//! ([`render`]), the dependency DAG (`crate::graph`), per-resource decisions and status
+//! ([`plan`]), readiness ([`readiness`]), and the apply engine (`crate::apply`).
+
+pub mod plan;
+pub mod readiness;
+pub mod render;
+pub mod variables;
+pub mod watches;
+
+mod apply_pass;
+mod cleanup;
+mod status;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::{api::LynqNode, apply::Applier, template::Engine};
+
+/// Finalizer that runs resource cleanup before a LynqNode goes (Lynq's name).
+pub const FINALIZER: &str = "lynqnode.operator.lynq.sh/finalizer";
+/// Event source name, as Lynq.
+pub const CONTROLLER_NAME: &str = "lynqnode-controller";
+/// How often a node is re-applied even without any event (drift safety net; Lynq's 10 minutes).
+pub const FORCE_REAPPLY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Settings of the node controller.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Nodes reconciled at once.
+    pub concurrency: u16,
+    /// Resources of one node applied at once (independent ones only).
+    pub apply_concurrency: usize,
+    /// Only reconcile LynqNodes of this namespace (all namespaces when None).
+    pub namespace: Option<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { concurrency: 10, apply_concurrency: 8, namespace: None }
+    }
+}
+
+/// Shared state of the node controller.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Apply engine with its discovery cache.
+    pub applier: Applier,
+    /// Template engine with its compiled-template cache.
+    pub engine: Engine,
+    /// Event recorder (source `lynqnode-controller`).
+    pub recorder: Recorder,
+    /// Watches on the kinds nodes use.
+    pub watches: watches::KindWatches,
+    /// Settings.
+    pub config: NodeConfig,
+}
+
+/// Why a node reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call on the node itself failed.
+    #[error("LynqNode {node}: {action}: {source}")]
+    Kube { node: String, action: &'static str, source: kube::Error },
+    /// Cleanup of the node's resources failed; the finalizer stays until it succeeds.
+    #[error("LynqNode {node}: cleanup failed for {failed} resource(s): {message}")]
+    Cleanup { node: String, failed: usize, message: String },
+}
+
+impl Error {
+    /// Label for the reconcile-error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Cleanup { .. } => "cleanup",
+        }
+    }
+}
+
+/// namespace/name of a node, for messages.
+pub fn node_key(node: &LynqNode) -> String {
+    format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any())
+}
+
+impl Context {
+    /// A context with fresh caches.
+    pub fn new(
+        client: Client,
+        config: NodeConfig,
+    ) -> (Arc<Self>, UnboundedReceiverStream<kube::runtime::reflector::ObjectRef<LynqNode>>) {
+        let (watches, triggers) = watches::KindWatches::new(client.clone());
+        let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
+        let ctx =
+            Self { applier: Applier::new(client.clone()), engine: Engine::new(), recorder, watches, config, client };
+        (Arc::new(ctx), UnboundedReceiverStream::new(triggers))
+    }
+
+    /// Publishes an event on the node; failures are logged, never fatal.
+    pub async fn event(&self, node: &LynqNode, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &node.object_ref(&())).await {
+            tracing::warn!(node = %node_key(node), reason, error = %e, "publishing an event failed");
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Runs the node controller until `shutdown` resolves.
+pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (ctx, triggers) = Context::new(client.clone(), config.clone());
+    let nodes: Api<LynqNode> = match &config.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    Controller::new(nodes, watcher::Config::default())
+        .reconcile_on(triggers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "node reconcile did not complete");
+            }
+        })
+        .await;
+    ctx.watches.stop();
+}
+
+/// Reconciles one LynqNode.
+pub async fn reconcile(node: Arc<LynqNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    tracing::debug!(node = %node_key(&node), generation = ?node.metadata.generation, "reconciling");
+    if node.metadata.deletion_timestamp.is_some() {
+        return cleanup::finalize(&node, &ctx).await;
+    }
+    if !node.finalizers().iter().any(|f| f == FINALIZER) {
+        add_finalizer(&node, &ctx).await?;
+    }
+    apply_pass::reconcile_resources(&node, &ctx).await
+}
+
+/// Backoff on errors: the node is retried, never dropped.
+pub fn error_policy(node: Arc<LynqNode>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(node = %node_key(&node), kind = error.metric_label(), error = %error, "node reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn add_finalizer(node: &LynqNode, ctx: &Context) -> Result<(), Error> {
+    let api: Api<LynqNode> = Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    let mut finalizers = node.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    // The resourceVersion makes this a compare-and-swap: a concurrent change retries instead of clobbering.
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
+    api.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Kube { node: node_key(node), action: "adding the finalizer", source })
+}
