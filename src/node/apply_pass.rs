@@ -2,16 +2,16 @@
 //! order — every resource whose dependencies are settled runs concurrently with the others (bounded),
 //! instead of one by one as Lynq does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesUnordered};
 use kube::{ResourceExt, runtime::controller::Action, runtime::events::EventType};
 use serde_json::Value;
 
 use super::{
     Context, Error, FORCE_REAPPLY_INTERVAL, cleanup,
-    plan::{self, DependencyDecision, ResourceOutcome},
+    plan::{self, ResourceOutcome},
     readiness, render,
     status::{self, EarlyExit},
     variables,
@@ -19,9 +19,9 @@ use super::{
 use crate::{
     api::{AppliedResourceRef, CreationPolicy, LynqNode, PatchStrategy, TResource},
     apply::{
-        ANN_APPLY_START, ANN_CREATED_ONCE, ApplyError, LABEL_NODE, LABEL_NODE_NAMESPACE, ResolvedKind, WriteDecision,
-        WriteMode, annotations_mut, fill_ssa_list_keys, hash::desired_hash, ignore_fields::apply_ignore_fields,
-        labels_mut, stamp_tracking_annotations, write_decision,
+        ANN_CREATED_ONCE, ApplyError, LABEL_NODE, LABEL_NODE_NAMESPACE, ResolvedKind, WriteDecision, WriteMode,
+        annotations_mut, fill_ssa_list_keys, hash::desired_hash, ignore_fields::apply_ignore_fields, labels_mut,
+        stamp_tracking_annotations, write_decision,
     },
     graph::ResourceGraph,
 };
@@ -69,36 +69,7 @@ pub(super) async fn reconcile_resources(node: &LynqNode, ctx: &Context) -> Resul
 
     let now = Utc::now();
     let force = force_reapply_due(node, now);
-    let mut outcomes: BTreeMap<String, Applied> = BTreeMap::new();
-    loop {
-        let runnable: Vec<String> = graph
-            .order()
-            .iter()
-            .filter(|id| !outcomes.contains_key(*id))
-            .filter(|id| graph.dependencies(id).iter().all(|d| outcomes.contains_key(d)))
-            .cloned()
-            .collect();
-        if runnable.is_empty() {
-            break;
-        }
-        let results: Vec<(String, Applied)> = futures::stream::iter(runnable)
-            .map(|id| {
-                let deps: Vec<(String, ResourceOutcome)> = graph
-                    .dependencies(&id)
-                    .iter()
-                    .filter_map(|d| outcomes.get(d).map(|a| (d.clone(), a.outcome.clone())))
-                    .collect();
-                let prep = prepared.get(&id);
-                async move {
-                    let applied = settle(ctx, node, &id, prep, &deps, force, now).await;
-                    (id, applied)
-                }
-            })
-            .buffer_unordered(ctx.config.apply_concurrency.max(1))
-            .collect()
-            .await;
-        outcomes.extend(results);
-    }
+    let outcomes = run_in_dependency_order(ctx, node, &graph, &prepared, force, now).await;
     let requeue = next_check(&outcomes, node, now);
     let summary_outcomes: Vec<(String, ResourceOutcome)> =
         graph.order().iter().filter_map(|id| outcomes.get(id).map(|a| (id.clone(), a.outcome.clone()))).collect();
@@ -107,6 +78,44 @@ pub(super) async fn reconcile_resources(node: &LynqNode, ctx: &Context) -> Resul
     refs.extend(pending_orphans);
     status::publish(node, ctx, &summary_outcomes, refs, changed, force, now).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Settles every resource, each as soon as its own dependencies are settled, at most
+/// `apply_concurrency` at a time: a slow resource never holds back an unrelated branch.
+async fn run_in_dependency_order(
+    ctx: &Context,
+    node: &LynqNode,
+    graph: &ResourceGraph,
+    prepared: &HashMap<String, Result<Prepared, String>>,
+    force: bool,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, Applied> {
+    let mut outcomes: BTreeMap<String, Applied> = BTreeMap::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut ready: VecDeque<String> = graph.roots().into_iter().map(str::to_owned).collect();
+    let mut running = FuturesUnordered::new();
+    let limit = ctx.config.apply_concurrency.max(1);
+    loop {
+        while running.len() < limit
+            && let Some(id) = ready.pop_front()
+        {
+            let deps: Vec<(String, ResourceOutcome)> = graph
+                .dependencies(&id)
+                .iter()
+                .filter_map(|d| outcomes.get(d).map(|a| (d.clone(), a.outcome.clone())))
+                .collect();
+            let prep = prepared.get(&id);
+            running.push(async move {
+                let applied = settle(ctx, node, &id, prep, &deps, force, now).await;
+                (id, applied)
+            });
+        }
+        let Some((id, applied)) = running.next().await else { break };
+        outcomes.insert(id.clone(), applied);
+        finished.insert(id.clone());
+        ready.extend(graph.newly_runnable(&id, &finished).into_iter().map(str::to_owned));
+    }
+    outcomes
 }
 
 /// What happened to one resource in this pass.
@@ -206,22 +215,12 @@ async fn settle(
         return Applied::new(ResourceOutcome::Failed { reason: format!("resource '{id}' is not in the node") });
     };
     let skip = prepared.as_ref().map(|p| p.resource.skip_on_dependency_failure()).unwrap_or(true);
-    match plan::dependency_decision(deps, skip) {
-        DependencyDecision::Skip { failed_dependency } => {
-            let note = format!(
-                "Resource '{id}' skipped because dependency '{failed_dependency}' failed. Set skipOnDependencyFailure=false to create anyway."
-            );
-            ctx.event(node, EventType::Warning, "DependencySkipped", note).await;
-            return Applied::new(ResourceOutcome::Skipped);
-        }
-        DependencyDecision::Block => return Applied::new(ResourceOutcome::Blocked),
-        DependencyDecision::ProceedDespiteFailure { failed_dependency } => {
-            let note = format!(
-                "Resource '{id}' is applied although dependency '{failed_dependency}' failed (skipOnDependencyFailure=false)"
-            );
-            ctx.event(node, EventType::Warning, "DependencyFailedButProceeding", note).await;
-        }
-        DependencyDecision::Apply => {}
+    let decision = plan::dependency_decision(deps, skip);
+    if let Some(event) = decision.event(id) {
+        ctx.event(node, EventType::Warning, event.reason, event.message).await;
+    }
+    if let Some(outcome) = decision.outcome() {
+        return Applied::new(outcome);
     }
     let prepared = match prepared {
         Ok(p) => p,
@@ -332,31 +331,12 @@ async fn readiness_of(
     if ready.ready {
         return Applied { outcome: ResourceOutcome::Ready, changed, deadline: None };
     }
-    let started = live
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(ANN_APPLY_START))
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(now);
-    let timeout = chrono::Duration::seconds(p.resource.timeout_seconds());
-    let deadline = started + timeout;
-    if now >= deadline {
-        let note = format!(
-            "Resource '{}' not ready after {}s (timeout: {}s): {}",
-            p.resource.id,
-            (now - started).num_seconds(),
-            timeout.num_seconds(),
-            ready.reason
-        );
-        ctx.event(node, EventType::Warning, "ReadinessTimeout", note).await;
-        return Applied {
-            outcome: ResourceOutcome::Failed { reason: format!("readiness timeout: {}", ready.reason) },
-            changed,
-            deadline: None,
-        };
+    let check = plan::TimeoutCheck::new(live, now, now, p.resource.timeout_seconds());
+    if let Some(event) = check.event(&p.resource.id) {
+        ctx.event(node, EventType::Warning, event.reason, format!("{}: {}", event.message, ready.reason)).await;
     }
-    Applied { outcome: ResourceOutcome::NotReady, changed, deadline: Some(deadline) }
+    let deadline = (!check.timed_out()).then_some(check.deadline);
+    Applied { outcome: check.outcome(&ready.reason), changed, deadline }
 }
 
 /// Lynq's periodic forced re-apply: due when lastFullReconcileAt is older than the interval.

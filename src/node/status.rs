@@ -28,18 +28,14 @@ pub(super) enum EarlyExit {
 
 /// Reports an early exit on the node (Ready=False, Degraded=True with Lynq's reasons) and waits for a change.
 pub(super) async fn publish_early_exit(node: &LynqNode, ctx: &Context, exit: EarlyExit) -> Result<Action, Error> {
-    let (ready_reason, degraded_reason, message) = match &exit {
-        EarlyExit::Variables(m) => ("VariablesBuildError", "VariablesBuildError", m.clone()),
-        EarlyExit::Graph(e) if e.is_cycle() => ("DependencyError", "DependencyCycle", e.to_string()),
-        EarlyExit::Graph(e) => ("DependencyError", "DependencyCycle", e.to_string()),
+    let (kind, reason, message) = match &exit {
+        EarlyExit::Variables(m) => (plan::EarlyExit::Variables, "VariablesBuildError", m.clone()),
+        EarlyExit::Graph(e) => (plan::EarlyExit::Graph, "DependencyError", e.to_string()),
     };
-    ctx.event(node, EventType::Warning, ready_reason, format!("LynqNode {}: {message}", node_key(node))).await;
-    let conditions = vec![
-        ConditionSpec::new("Ready", false, ready_reason, &message),
-        ConditionSpec::new("Progressing", false, "ReconcileComplete", "Reconciliation completed"),
-        ConditionSpec::new("Conflicted", false, "NoConflict", "No resource conflicts detected"),
-        ConditionSpec::new("Degraded", true, degraded_reason, &message),
-    ];
+    ctx.event(node, EventType::Warning, reason, format!("LynqNode {}: {message}", node_key(node))).await;
+    let mut conditions = plan::early_exit_conditions(kind, &message);
+    conditions.push(plan::progressing_condition(false));
+    conditions.push(ConditionSpec::new("Conflicted", false, "NoConflict", "No resource conflicts detected"));
     let mut status = node.status.clone().unwrap_or_default();
     status.observed_generation = node.metadata.generation;
     status.conditions =
