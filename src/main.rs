@@ -82,9 +82,11 @@ struct EnvUp {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    lynq::install_crypto_provider();
     let cli = Cli::parse();
+    // The environment supervisor polls the apiserver until it is up; kube's connection errors during
+    // that wait are expected, not news.
+    init_tracing(if matches!(cli.command, Command::Env(_)) { "info,kube_client=off" } else { "info" });
+    lynq::install_crypto_provider();
     let result = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Run => run_operator().await,
@@ -101,8 +103,8 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -149,7 +151,10 @@ async fn run_operator() -> anyhow::Result<()> {
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down");
     }));
-    lynq::node::run(client.clone(), lynq::node::NodeConfig::default(), shutdown.clone()).await;
+    tokio::join!(
+        lynq::node::run(client.clone(), lynq::node::NodeConfig::default(), shutdown.clone()),
+        lynq::hub::form::run(client.clone(), None, shutdown.clone()),
+    );
     Ok(())
 }
 

@@ -2,4 +2,6 @@
 //! LynqForm controller that validates forms and reports their rollout.
 
 pub mod config;
+pub mod form;
 pub mod form_check;
+pub mod writer;

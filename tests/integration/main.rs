@@ -6,4 +6,5 @@ mod support;
 
 mod crds;
 mod environment;
+mod form;
 mod node;

@@ -1,0 +1,237 @@
+//! The LynqForm controller: validation (the Valid condition and Lynq's events), hubId immutability
+//! (the test apiserver has no CEL), node totals and the Applied condition.
+//!
+//! It creates nothing: the hub turns forms × rows into LynqNodes.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde_json::json;
+
+use super::form_check::{
+    EngineChecker, FindingKind, FormValidation, HUB_ID_ANNOTATION, HubFacts, VALID_CONDITION, finding_events,
+    hub_id_change, transition_events, validate_form,
+};
+use crate::{
+    api::{LynqForm, LynqFormStatus, LynqHub, LynqNode},
+    node::render::syntax_of,
+    template::Engine,
+};
+
+/// Event source name, as Lynq.
+pub const CONTROLLER_NAME: &str = "lynqform-controller";
+
+/// Shared state of the form controller.
+pub struct FormContext {
+    client: Client,
+    engine: Engine,
+    recorder: Recorder,
+}
+
+/// Why a form reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+#[error("LynqForm {form}: {action}: {source}")]
+pub struct FormError {
+    /// namespace/name of the form.
+    pub form: String,
+    /// What failed.
+    pub action: &'static str,
+    /// The API error.
+    pub source: Box<kube::Error>,
+}
+
+/// The hub a form belongs to: the hubId recorded at first sight (hubId is immutable), else spec.hubId.
+pub fn effective_hub_id(form: &LynqForm) -> &str {
+    form.annotations().get(HUB_ID_ANNOTATION).map(String::as_str).unwrap_or(&form.spec.hub_id)
+}
+
+fn form_key(form: &LynqForm) -> String {
+    format!("{}/{}", form.namespace().unwrap_or_default(), form.name_any())
+}
+
+/// Runs the form controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (forms, nodes, hubs): (Api<LynqForm>, Api<LynqNode>, Api<LynqHub>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
+    let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder });
+    let controller = Controller::new(forms, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(nodes, watcher::Config::default(), |node| {
+            node.namespace().map(|ns| ObjectRef::new(&node.spec.template_ref).within(&ns))
+        })
+        .watches(hubs, watcher::Config::default(), move |hub| {
+            let (name, ns) = (hub.name_any(), hub.namespace());
+            store
+                .state()
+                .into_iter()
+                .filter(|f| f.namespace() == ns && effective_hub_id(f) == name)
+                .map(|f| ObjectRef::from_obj(&*f))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "form reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(form: Arc<LynqForm>, error: &FormError, _ctx: Arc<FormContext>) -> Action {
+    tracing::warn!(form = %form_key(&form), error = %error, "form reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Validates the form and publishes its status.
+pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Action, FormError> {
+    let ns = form.namespace().unwrap_or_default();
+    let key = form_key(&form);
+    let fail = |action: &'static str| {
+        let form = key.clone();
+        move |e: kube::Error| FormError { form, action, source: Box::new(e) }
+    };
+    let hub_id = effective_hub_id(&form).to_string();
+    let hub = Api::<LynqHub>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&hub_id)
+        .await
+        .map_err(fail("reading its LynqHub"))?;
+    let facts = hub.as_ref().map(|h| HubFacts {
+        extra_variables: h.spec.extra_value_mappings.iter().flatten().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>(),
+        has_host_or_url: h.spec.value_mappings.host_or_url.is_some(),
+    });
+    let checker = EngineChecker { engine: &ctx.engine, syntax: syntax_of(form.spec.template_syntax) };
+    let mut validation = validate_form(&form.spec, facts.as_ref(), &checker);
+    check_hub_id(&form, &ctx, &mut validation).await?;
+
+    let nodes = Api::<LynqNode>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(fail("listing LynqNodes"))?;
+    let mine: Vec<&LynqNode> = nodes.items.iter().filter(|n| n.spec.template_ref == form.name_any()).collect();
+    let total = i32::try_from(mine.len()).unwrap_or(i32::MAX);
+    let ready = i32::try_from(mine.iter().filter(|n| node_ready(n)).count()).unwrap_or(i32::MAX);
+
+    publish_events(&form, &ctx, &validation, &hub_id).await;
+    let status = form_status(&form, &validation, total, ready);
+    if form.status.as_ref() != Some(&status) {
+        let api: Api<LynqForm> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({ "status": status });
+        api.patch_status(&form.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(fail("writing status"))?;
+    }
+    // Node, hub and form changes all trigger a reconcile; the requeue is only a safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// hubId is immutable: record it at first sight, report a change as a validation error.
+async fn check_hub_id(form: &LynqForm, ctx: &FormContext, validation: &mut FormValidation) -> Result<(), FormError> {
+    let recorded = form.annotations().get(HUB_ID_ANNOTATION);
+    if let Some(message) = hub_id_change(recorded.map(String::as_str), &form.spec.hub_id) {
+        validation.add_error(FindingKind::HubIdChanged, None, message);
+        return Ok(());
+    }
+    if recorded.is_none() && !form.spec.hub_id.is_empty() {
+        let api: Api<LynqForm> = Api::namespaced(ctx.client.clone(), &form.namespace().unwrap_or_default());
+        let patch = json!({"metadata": {"annotations": {HUB_ID_ANNOTATION: form.spec.hub_id}}});
+        api.patch(&form.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| FormError {
+            form: form_key(form),
+            action: "recording its hubId",
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn node_ready(node: &LynqNode) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn condition<'a>(form: &'a LynqForm, type_: &str) -> Option<&'a Condition> {
+    form.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+}
+
+async fn publish_events(form: &LynqForm, ctx: &FormContext, validation: &FormValidation, hub_id: &str) {
+    let previous_valid = condition(form, VALID_CONDITION).map(|c| c.status == "True");
+    let events = finding_events(validation, hub_id, &form.namespace().unwrap_or_default())
+        .into_iter()
+        .chain(transition_events(previous_valid, validation));
+    for event in events {
+        let e = Event {
+            type_: event.type_,
+            reason: event.reason.into(),
+            note: Some(event.note),
+            action: event.reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&e, &form.object_ref(&())).await {
+            tracing::warn!(form = %form_key(form), error = %err, "publishing an event failed");
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Lynq's Applied condition.
+fn applied_condition(previous: Option<&Condition>, total: i32, ready: i32, generation: Option<i64>) -> Condition {
+    let (status, reason, message) = match (total, ready) {
+        (0, _) => ("False", "NoNodes", "No nodes using this template".to_string()),
+        (t, r) if t == r => ("True", "AllNodesReady", format!("All {t} nodes ready")),
+        (t, r) => ("False", "NotAllNodesReady", format!("{r}/{t} nodes ready")),
+    };
+    let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason && p.message == message);
+    Condition {
+        type_: "Applied".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: previous
+            .filter(|_| unchanged)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or_else(now),
+    }
+}
+
+fn form_status(form: &LynqForm, validation: &FormValidation, total: i32, ready: i32) -> LynqFormStatus {
+    let generation = form.metadata.generation;
+    let valid = validation.valid_condition().to_condition(condition(form, VALID_CONDITION), generation, now());
+    let applied = applied_condition(condition(form, "Applied"), total, ready, generation);
+    LynqFormStatus {
+        observed_generation: generation,
+        total_nodes: Some(total),
+        ready_nodes: Some(ready),
+        rollout: form.status.as_ref().and_then(|s| s.rollout.clone()),
+        conditions: Some(vec![valid, applied]),
+    }
+}
