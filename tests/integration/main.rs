@@ -8,3 +8,4 @@ mod crds;
 mod environment;
 mod form;
 mod node;
+mod node_policies;

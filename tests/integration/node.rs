@@ -16,17 +16,17 @@ use serde_json::{Value, json};
 
 use crate::{crds::install_crds, support};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A namespace with lynq's CRDs installed and a node controller scoped to it.
-struct Scenario {
-    client: Client,
-    ns: String,
+pub(crate) struct Scenario {
+    pub(crate) client: Client,
+    pub(crate) ns: String,
     _controller: tokio::task::JoinHandle<()>,
 }
 
 impl Scenario {
-    async fn start(prefix: &str) -> Self {
+    pub(crate) async fn start(prefix: &str) -> Self {
         let client = support::client().await;
         install_crds(&client).await;
         let ns = support::namespace(&client, prefix).await;
@@ -35,14 +35,14 @@ impl Scenario {
         Self { client, ns, _controller: controller }
     }
 
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    async fn create_node(&self, name: &str, uid: &str, resources: ResourceLists, extra: Value) -> LynqNode {
+    pub(crate) async fn create_node(&self, name: &str, uid: &str, resources: ResourceLists, extra: Value) -> LynqNode {
         let mut node = LynqNode::new(
             name,
             LynqNodeSpec { uid: uid.into(), template_ref: "web".into(), template_syntax: None, resources },
@@ -59,7 +59,7 @@ impl Scenario {
     }
 
     /// Waits until the node's Ready condition has `status`, returning the node.
-    async fn node_ready(&self, name: &str, status: &str) -> LynqNode {
+    pub(crate) async fn node_ready(&self, name: &str, status: &str) -> LynqNode {
         let api = self.api::<LynqNode>();
         support::eventually(&format!("node {name} Ready={status}"), WAIT, || {
             let api = api.clone();
@@ -73,7 +73,7 @@ impl Scenario {
         .await
     }
 
-    async fn wait_for<K>(&self, name: &str) -> K
+    pub(crate) async fn wait_for<K>(&self, name: &str) -> K
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -88,7 +88,7 @@ impl Scenario {
         .await
     }
 
-    async fn wait_gone<K>(&self, name: &str)
+    pub(crate) async fn wait_gone<K>(&self, name: &str)
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -104,7 +104,7 @@ impl Scenario {
     }
 }
 
-fn resource(id: &str, depend: &[&str], spec: Value) -> TResource {
+pub(crate) fn resource(id: &str, depend: &[&str], spec: Value) -> TResource {
     TResource {
         id: id.into(),
         spec,
@@ -139,7 +139,7 @@ fn chain() -> ResourceLists {
 }
 
 /// Marks a Deployment ready the way a kubelet and the deployment controller would.
-async fn make_deployment_ready(api: &Api<Deployment>, name: &str) {
+pub(crate) async fn make_deployment_ready(api: &Api<Deployment>, name: &str) {
     let deployment = api.get(name).await.expect("deployment");
     let generation = deployment.metadata.generation.unwrap_or(1);
     let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
