@@ -93,6 +93,9 @@ async fn run_in_dependency_order(
     let mut outcomes: BTreeMap<String, Applied> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut ready: VecDeque<String> = graph.roots().into_iter().map(str::to_owned).collect();
+    // Declared before `running`, whose futures borrow it.
+    let first_change = FirstChange(std::sync::atomic::AtomicBool::new(false));
+    let first_change = &first_change;
     let mut running = FuturesUnordered::new();
     let limit = ctx.config.apply_concurrency.max(1);
     loop {
@@ -107,6 +110,9 @@ async fn run_in_dependency_order(
             let prep = prepared.get(&id);
             running.push(async move {
                 let applied = settle(ctx, node, &id, prep, &deps, force, now).await;
+                if applied.changed {
+                    first_change.note(ctx, node).await;
+                }
                 (id, applied)
             });
         }
@@ -116,6 +122,20 @@ async fn run_in_dependency_order(
         ready.extend(graph.newly_runnable(&id, &finished).into_iter().map(str::to_owned));
     }
     outcomes
+}
+
+/// Raised once per pass, at the first resource that actually changed: Lynq's
+/// `TemplateResourcesApplying` event and a transient `Progressing=True`.
+struct FirstChange(std::sync::atomic::AtomicBool);
+
+impl FirstChange {
+    async fn note(&self, ctx: &Context, node: &LynqNode) {
+        if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        ctx.event(node, EventType::Normal, "TemplateResourcesApplying", "Reconciling changed resources".into()).await;
+        status::publish_progressing(node, ctx).await;
+    }
 }
 
 /// What happened to one resource in this pass.

@@ -65,6 +65,8 @@ pub struct Context {
     pub engine: Engine,
     /// Event recorder (source `lynqnode-controller`).
     pub recorder: Recorder,
+    /// Recorder for events on managed objects (source `lynq-operator`, as Lynq's applier).
+    pub object_recorder: Recorder,
     /// Watches on the kinds nodes use.
     pub watches: watches::KindWatches,
     /// Settings.
@@ -105,8 +107,17 @@ impl Context {
     ) -> (Arc<Self>, UnboundedReceiverStream<kube::runtime::reflector::ObjectRef<LynqNode>>) {
         let (watches, triggers) = watches::KindWatches::new(client.clone());
         let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-        let ctx =
-            Self { applier: Applier::new(client.clone()), engine: Engine::new(), recorder, watches, config, client };
+        let object_recorder =
+            Recorder::new(client.clone(), Reporter { controller: "lynq-operator".into(), instance: None });
+        let ctx = Self {
+            applier: Applier::new(client.clone()),
+            engine: Engine::new(),
+            recorder,
+            object_recorder,
+            watches,
+            config,
+            client,
+        };
         (Arc::new(ctx), UnboundedReceiverStream::new(triggers))
     }
 
@@ -121,6 +132,31 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&event, &node.object_ref(&())).await {
             tracing::warn!(node = %node_key(node), reason, error = %e, "publishing an event failed");
+        }
+    }
+}
+
+impl Context {
+    /// Publishes an event on a managed object (orphan markers added or removed), as Lynq's applier does.
+    pub async fn object_event(&self, object: &serde_json::Value, reason: &str, note: String) {
+        let field = |p: &str| object.pointer(p).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: field("/apiVersion"),
+            kind: field("/kind"),
+            name: field("/metadata/name"),
+            namespace: field("/metadata/namespace"),
+            uid: field("/metadata/uid"),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.object_recorder.publish(&event, &reference).await {
+            tracing::warn!(object = ?reference.name, reason, error = %e, "publishing an event failed");
         }
     }
 }

@@ -82,7 +82,6 @@ pub(super) async fn publish(
         last_full_reconcile_at: last_full,
     };
     if changed {
-        ctx.event(node, EventType::Normal, "TemplateResourcesApplying", "Reconciling changed resources".into()).await;
         let (type_, reason) = if summary.failed > 0 {
             (EventType::Warning, "TemplateAppliedPartial")
         } else {
@@ -98,6 +97,21 @@ pub(super) async fn publish(
         write_status(node, ctx, status).await?;
     }
     Ok(())
+}
+
+/// Publishes `Progressing=True` (reason Reconciling) while a pass applies changes; the pass's final
+/// status sets it back to False, so it is only transiently visible, as in Lynq.
+pub(super) async fn publish_progressing(node: &LynqNode, ctx: &Context) {
+    let mut status = node.status.clone().unwrap_or_default();
+    let mut conditions = status.conditions.take().unwrap_or_default();
+    let progressing =
+        merge_conditions(None, &[plan::progressing_condition(true)], Utc::now(), node.metadata.generation);
+    conditions.retain(|c| c.type_ != "Progressing");
+    conditions.extend(progressing);
+    status.conditions = Some(conditions);
+    if let Err(e) = write_status(node, ctx, status).await {
+        tracing::debug!(node = %node_key(node), error = %e, "publishing Progressing=True failed");
+    }
 }
 
 /// Lynq's key `Kind/namespace/name@id` of an applied object.
