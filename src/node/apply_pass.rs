@@ -52,13 +52,8 @@ pub(super) async fn reconcile_resources(node: &LynqNode, ctx: &Context) -> Resul
     for resource in &resources {
         let result = prepare(ctx, node, resource, &vars).await;
         if let Err(message) = &result {
-            ctx.event(
-                node,
-                EventType::Warning,
-                "TemplateRenderError",
-                format!("Failed to render resource {}: {message}", resource.id),
-            )
-            .await;
+            let note = format!("Failed to render resource {}: {message}", resource.id);
+            ctx.resource_event(node, EventType::Warning, "TemplateRenderError", Some(&resource.id), note).await;
         }
         prepared.insert(resource.id.clone(), result);
     }
@@ -237,7 +232,7 @@ async fn settle(
     let skip = prepared.as_ref().map(|p| p.resource.skip_on_dependency_failure()).unwrap_or(true);
     let decision = plan::dependency_decision(deps, skip);
     if let Some(event) = decision.event(id) {
-        ctx.event(node, EventType::Warning, event.reason, event.message).await;
+        ctx.resource_event(node, EventType::Warning, event.reason, Some(id), event.message).await;
     }
     if let Some(outcome) = decision.outcome() {
         return Applied::new(outcome);
@@ -251,12 +246,19 @@ async fn settle(
         Err(ApplyError::Conflict { kind, name, message }) => {
             tracing::info!(node = %super::node_key(node), resource = id, %kind, %name, %message, "field conflict");
             let note = format!("Resource '{id}' ({kind} {name}) is in conflict with another field manager: {message}");
-            ctx.event(node, EventType::Warning, "ResourceConflict", note).await;
+            ctx.resource_event(node, EventType::Warning, "ResourceConflict", Some(id), note).await;
             Applied::new(ResourceOutcome::Conflicted)
         }
         Err(e) => {
             tracing::warn!(node = %super::node_key(node), resource = id, error = %e, "apply failed");
-            ctx.event(node, EventType::Warning, "ApplyFailed", format!("Failed to apply resource '{id}': {e}")).await;
+            ctx.resource_event(
+                node,
+                EventType::Warning,
+                "ApplyFailed",
+                Some(id),
+                format!("Failed to apply resource '{id}': {e}"),
+            )
+            .await;
             Applied::new(ResourceOutcome::Failed { reason: e.to_string() })
         }
     }
@@ -280,14 +282,10 @@ async fn apply_one(ctx: &Context, node: &LynqNode, p: &Prepared, force: bool) ->
     {
         let mut stripped = existing.clone();
         plan::strip_orphan_markers(&mut stripped);
-        live = Some(ctx.applier.update(&p.kind, &stripped).await?);
-        ctx.event(
-            node,
-            EventType::Normal,
-            "OrphanMarkersRemoved",
-            format!("Re-adopted orphaned {} {}", p.reference.kind, p.reference.name),
-        )
-        .await;
+        let updated = ctx.applier.update(&p.kind, &stripped).await?;
+        let note = format!("Orphan markers removed: re-adopted by LynqNode {}", super::node_key(node));
+        ctx.object_event(&updated, "OrphanMarkersRemoved", note).await;
+        live = Some(updated);
         force = true;
     }
     let mut desired = p.object.clone();
@@ -353,7 +351,8 @@ async fn readiness_of(
     }
     let check = plan::TimeoutCheck::new(live, now, now, p.resource.timeout_seconds());
     if let Some(event) = check.event(&p.resource.id) {
-        ctx.event(node, EventType::Warning, event.reason, format!("{}: {}", event.message, ready.reason)).await;
+        let note = format!("{}: {}", event.message, ready.reason);
+        ctx.resource_event(node, EventType::Warning, event.reason, Some(&p.resource.id), note).await;
     }
     let deadline = (!check.timed_out()).then_some(check.deadline);
     Applied { outcome: check.outcome(&ready.reason), changed, deadline }

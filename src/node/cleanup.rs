@@ -76,15 +76,15 @@ pub(super) async fn remove_orphans(
         match dispose(ctx, node, &old, Reason::RemovedFromTemplate).await {
             Ok(Some(DeletionPolicy::Retain)) => {
                 let note = format!("Orphaned resource {} {} retained (removed from template)", old.kind, old.name);
-                ctx.event(node, EventType::Normal, "OrphanedResourceRetained", note).await;
+                ctx.resource_event(node, EventType::Normal, "OrphanedResourceRetained", Some(&old.id), note).await;
             }
             Ok(_) => {
                 let note = format!("Orphaned resource {} {} deleted (removed from template)", old.kind, old.name);
-                ctx.event(node, EventType::Normal, "OrphanedResourceDeleted", note).await;
+                ctx.resource_event(node, EventType::Normal, "OrphanedResourceDeleted", Some(&old.id), note).await;
             }
             Err(e) => {
                 let note = format!("Removing orphaned resource {} {} failed, will retry: {e}", old.kind, old.name);
-                ctx.event(node, EventType::Warning, "OrphanCleanupFailed", note).await;
+                ctx.resource_event(node, EventType::Warning, "OrphanCleanupFailed", Some(&old.id), note).await;
                 pending.push(old);
             }
         }
@@ -103,7 +103,7 @@ pub(super) async fn finalize(node: &LynqNode, ctx: &Context) -> Result<Action, E
         match dispose(ctx, node, r, Reason::LynqNodeDeleted).await {
             Ok(Some(DeletionPolicy::Retain)) => {
                 let note = format!("Resource {} {} retained (deletionPolicy Retain)", r.kind, r.name);
-                ctx.event(node, EventType::Normal, "ResourceRetained", note).await;
+                ctx.resource_event(node, EventType::Normal, "ResourceRetained", Some(&r.id), note).await;
             }
             Ok(_) => {}
             Err(e) => failures.push(format!("{} {}: {e}", r.kind, r.name)),
@@ -153,7 +153,13 @@ async fn dispose(
                 reason.as_str(),
                 &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
             );
-            ctx.applier.update(&kind, &marked).await?;
+            let updated = ctx.applier.update(&kind, &marked).await?;
+            let note = format!(
+                "Orphan markers added (reason {}): no longer managed by LynqNode {}",
+                reason.as_str(),
+                node_key(node)
+            );
+            ctx.object_event(&updated, "OrphanMarkersAdded", note).await;
         }
     }
     Ok(Some(policy))

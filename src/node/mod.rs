@@ -123,13 +123,22 @@ impl Context {
 
     /// Publishes an event on the node; failures are logged, never fatal.
     pub async fn event(&self, node: &LynqNode, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: reason.into(),
-            secondary: None,
-        };
+        self.resource_event(node, type_, reason, None, note).await;
+    }
+
+    /// Publishes an event about one resource of the node. The resource id goes into the event's
+    /// action: the recorder aggregates events by (reason, action, object), and without it the
+    /// failures of several resources would collapse into one event showing only the first cause.
+    pub async fn resource_event(
+        &self,
+        node: &LynqNode,
+        type_: EventType,
+        reason: &str,
+        resource: Option<&str>,
+        note: String,
+    ) {
+        let action = resource.map_or_else(|| reason.to_string(), |id| truncate(format!("{reason}/{id}"), 128));
+        let event = Event { type_, reason: reason.into(), note: Some(truncate(note, 1000)), action, secondary: None };
         if let Err(e) = self.recorder.publish(&event, &node.object_ref(&())).await {
             tracing::warn!(node = %node_key(node), reason, error = %e, "publishing an event failed");
         }

@@ -22,7 +22,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub(crate) struct Scenario {
     pub(crate) client: Client,
     pub(crate) ns: String,
-    _controller: tokio::task::JoinHandle<()>,
+    pub(crate) _controller: tokio::task::JoinHandle<()>,
 }
 
 impl Scenario {
@@ -246,6 +246,24 @@ async fn deleting_the_node_deletes_owned_and_orphans_retained_resources() {
     assert_eq!(kept.labels().get("lynq.sh/orphaned").map(String::as_str), Some("true"));
     assert_eq!(kept.annotations().get("lynq.sh/orphaned-reason").map(String::as_str), Some("LynqNodeDeleted"));
     assert!(!kept.labels().contains_key("lynq.sh/node"));
+    let ns = s.ns.clone();
+    support::eventually("an OrphanMarkersAdded event on the retained object", WAIT, || {
+        let ns = ns.clone();
+        async move {
+            let events = support::kubectl(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                "involvedObject.name=gone-kept",
+                "-o",
+                "json",
+            ]);
+            events.contains("OrphanMarkersAdded").then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,4 +299,119 @@ async fn a_broken_resource_fails_alone_and_is_reported() {
     let ready = status.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
     assert_eq!(ready.reason, "ResourcesFailed");
     assert!(s.api::<ConfigMap>().get_opt("broken-after").await.expect("get").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kinds_invalid_names_and_cycles_are_reported_on_the_node() {
+    let s = Scenario::start("node-badinput").await;
+    let lists = ResourceLists {
+        config_maps: Some(vec![
+            resource(
+                "fine",
+                &[],
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "{{ .uid }}-fine"}}),
+            ),
+            resource(
+                "upper",
+                &[],
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "{{ .uid }}-UPPER"}}),
+            ),
+            resource("nokind", &[], json!({"apiVersion": "v1", "metadata": {"name": "{{ .uid }}-nokind"}})),
+        ]),
+        manifests: Some(vec![resource(
+            "ghost",
+            &[],
+            json!({"apiVersion": "ghosts.example.com/v1", "kind": "Ghost", "metadata": {"name": "{{ .uid }}-ghost"}}),
+        )]),
+        ..Default::default()
+    };
+    s.create_node("bad-web", "bad", lists, json!({})).await;
+    let _fine: ConfigMap = s.wait_for("bad-fine").await;
+    let node = s.node_ready("bad-web", "False").await;
+    let status = node.status.expect("status");
+    assert_eq!((status.ready_resources, status.failed_resources), (Some(1), Some(3)), "only the broken ones fail");
+    let events = support::kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &s.ns,
+        "--field-selector",
+        "involvedObject.name=bad-web",
+        "-o",
+        "json",
+    ]);
+    for needle in ["'upper'", "not a valid Kubernetes name", "'nokind'", "no kind", "'ghost'", "Ghost"] {
+        assert!(events.contains(needle), "events name the resource and the cause ({needle}): {events}");
+    }
+
+    let cyclic = ResourceLists {
+        config_maps: Some(vec![
+            resource("a", &["b"], json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})),
+            resource("b", &["a"], json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}})),
+        ]),
+        ..Default::default()
+    };
+    s.create_node("loop-web", "loop", cyclic, json!({})).await;
+    let node = s.node_ready("loop-web", "False").await;
+    let conditions = node.status.and_then(|st| st.conditions).expect("conditions");
+    let reason = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| (c.reason.clone(), c.message.clone()));
+    let (ready_reason, ready_message) = reason("Ready").expect("Ready");
+    assert_eq!(ready_reason, "DependencyError");
+    assert!(ready_message.contains("a -> b -> a") || ready_message.contains("b -> a -> b"), "{ready_message}");
+    assert_eq!(reason("Degraded").map(|r| r.0).as_deref(), Some("DependencyCycle"));
+}
+
+/// Owned objects carry a controller ownerReference, so the cluster's garbage collector removes them
+/// even when the node disappears without lynq's cleanup (here: its finalizer stripped by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_objects_are_garbage_collected_by_the_controller_manager() {
+    let s = Scenario::start("node-gc").await;
+    let mut lists = chain();
+    lists.deployments = None;
+    lists.services = None;
+    s.create_node("gc-web", "gc", lists, json!({})).await;
+    s.node_ready("gc-web", "True").await;
+    let nodes = s.api::<LynqNode>();
+    s._controller.abort();
+    let patch = json!({"metadata": {"finalizers": null}});
+    nodes.patch("gc-web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("strip finalizer");
+    nodes.delete("gc-web", &DeleteParams::background()).await.expect("delete node");
+    s.wait_gone::<ConfigMap>("gc-config").await;
+}
+
+/// A node that Lynq managed (status with Lynq's keys only, objects written by the same field manager
+/// with the same annotations) is adopted in place: nothing is deleted or recreated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_managed_by_lynq_are_adopted_in_place() {
+    let s = Scenario::start("node-adopt").await;
+    s.create_node("old-web", "old", chain(), json!({})).await;
+    let _: Deployment = s.wait_for("old-app").await;
+    make_deployment_ready(&s.api(), "old-app").await;
+    s.node_ready("old-web", "True").await;
+    s._controller.abort();
+    let uids = |s: &Scenario| {
+        let (c, d, v) = (s.api::<ConfigMap>(), s.api::<Deployment>(), s.api::<Service>());
+        async move {
+            let c = c.get("old-config").await.expect("cm");
+            let d = d.get("old-app").await.expect("deploy");
+            let v = v.get("old-svc").await.expect("svc");
+            [(c.uid(), c.resource_version()), (d.uid(), d.resource_version()), (v.uid(), v.resource_version())]
+        }
+    };
+    let before = uids(&s).await;
+    // What Lynq leaves behind: only its `Kind/ns/name@id` keys, no lynq references.
+    let nodes = s.api::<LynqNode>();
+    let patch = json!({"status": {"appliedResourceRefs": null}});
+    nodes.patch_status("old-web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("strip lynq status");
+    let lynq_only = nodes.get("old-web").await.expect("node");
+    assert!(lynq_only.status.as_ref().and_then(|st| st.applied_resource_refs.as_ref()).is_none());
+
+    let config = lynq::node::NodeConfig { namespace: Some(s.ns.clone()), ..Default::default() };
+    let _controller = tokio::spawn(lynq::node::run(s.client.clone(), config, std::future::pending()));
+    support::eventually("lynq took over the node", WAIT, || {
+        let nodes = nodes.clone();
+        async move { nodes.get("old-web").await.ok()?.status?.applied_resource_refs.filter(|r| r.len() == 3).map(|_| ()) }
+    })
+    .await;
+    assert_eq!(uids(&s).await, before, "adoption deleted, recreated or rewrote an object");
 }
