@@ -415,3 +415,40 @@ async fn nodes_managed_by_lynq_are_adopted_in_place() {
     .await;
     assert_eq!(uids(&s).await, before, "adoption deleted, recreated or rewrote an object");
 }
+
+/// ignoreFields keeps the live value (e.g. replicas set by an autoscaler) while the rest of the
+/// template keeps being applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_fields_keep_live_values_across_template_changes() {
+    let s = Scenario::start("node-ignore").await;
+    let deployment = |image: &str| {
+        let mut r = resource(
+            "app",
+            &[],
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "{{ .uid }}-app"},
+                   "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
+                            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "app", "image": image}]}}}}),
+        );
+        r.ignore_fields = Some(vec!["$.spec.replicas".into()]);
+        r.wait_for_ready = Some(false);
+        ResourceLists { deployments: Some(vec![r]), ..Default::default() }
+    };
+    s.create_node("scaled-web", "scaled", deployment("nginx:1.26"), json!({})).await;
+    let _: Deployment = s.wait_for("scaled-app").await;
+    support::kubectl(&["scale", "deployment/scaled-app", "-n", &s.ns, "--replicas=5"]);
+
+    let nodes = s.api::<LynqNode>();
+    let patch = json!({"spec": {"deployments": deployment("nginx:1.27").deployments}});
+    nodes.patch("scaled-web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("change the template");
+    let deployments = s.api::<Deployment>();
+    let live = support::eventually("the new image applied", WAIT, || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("scaled-app").await.ok()?;
+            let image = d.spec.template.spec.as_ref()?.containers.first()?.image.clone()?;
+            (image == "nginx:1.27").then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(live.spec.replicas, Some(5), "the ignored field kept its live value");
+}
