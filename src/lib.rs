@@ -9,6 +9,7 @@ pub mod graph;
 pub mod hub;
 pub mod localenv;
 pub mod node;
+pub mod server;
 pub mod source;
 pub mod template;
 

@@ -151,10 +151,7 @@ async fn run_operator() -> anyhow::Result<()> {
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down");
     }));
-    tokio::join!(
-        lynq::node::run(client.clone(), lynq::node::NodeConfig::default(), shutdown.clone()),
-        lynq::hub::form::run(client.clone(), None, shutdown.clone()),
-    );
+    lynq::server::run_controllers(client, None, shutdown).await;
     Ok(())
 }
 

@@ -2,6 +2,12 @@
 //! LynqForm controller that validates forms and reports their rollout.
 
 pub mod config;
+pub mod controller;
+pub mod desired;
 pub mod form;
 pub mod form_check;
+pub mod guard;
+pub mod rollout;
+pub mod runner;
+pub mod sync;
 pub mod writer;

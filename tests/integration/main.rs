@@ -7,5 +7,6 @@ mod support;
 mod crds;
 mod environment;
 mod form;
+mod hub_mysql;
 mod node;
 mod node_policies;
