@@ -24,6 +24,10 @@ use super::form_check::{
     EngineChecker, FindingKind, FormValidation, HUB_ID_ANNOTATION, HubFacts, VALID_CONDITION, finding_events,
     hub_id_change, transition_events, validate_form,
 };
+use super::{
+    desired::ExistingNode,
+    rollout::{NodeRollout, RolloutSettings, rollout_status},
+};
 use crate::{
     api::{LynqForm, LynqFormStatus, LynqHub, LynqNode},
     node::render::syntax_of,
@@ -137,7 +141,8 @@ pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Act
     let ready = i32::try_from(mine.iter().filter(|n| node_ready(n)).count()).unwrap_or(i32::MAX);
 
     publish_events(&form, &ctx, &validation, &hub_id).await;
-    let status = form_status(&form, &validation, total, ready);
+    let rollouts: Vec<NodeRollout> = mine.iter().map(|n| ExistingNode::from_node(n, true).rollout()).collect();
+    let status = form_status(&form, &validation, total, ready, &rollouts);
     if form.status.as_ref() != Some(&status) {
         let api: Api<LynqForm> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({ "status": status });
@@ -223,7 +228,13 @@ fn applied_condition(previous: Option<&Condition>, total: i32, ready: i32, gener
     }
 }
 
-fn form_status(form: &LynqForm, validation: &FormValidation, total: i32, ready: i32) -> LynqFormStatus {
+fn form_status(
+    form: &LynqForm,
+    validation: &FormValidation,
+    total: i32,
+    ready: i32,
+    nodes: &[NodeRollout],
+) -> LynqFormStatus {
     let generation = form.metadata.generation;
     let valid = validation.valid_condition().to_condition(condition(form, VALID_CONDITION), generation, now());
     let applied = applied_condition(condition(form, "Applied"), total, ready, generation);
@@ -231,7 +242,13 @@ fn form_status(form: &LynqForm, validation: &FormValidation, total: i32, ready: 
         observed_generation: generation,
         total_nodes: Some(total),
         ready_nodes: Some(ready),
-        rollout: form.status.as_ref().and_then(|s| s.rollout.clone()),
+        rollout: rollout_status(
+            nodes,
+            generation.unwrap_or_default(),
+            RolloutSettings::from_config(form.spec.rollout.as_ref()),
+            form.status.as_ref().and_then(|s| s.rollout.as_ref()),
+            chrono::Utc::now(),
+        ),
         conditions: Some(vec![valid, applied]),
     }
 }

@@ -71,7 +71,7 @@ pub(super) async fn publish(
         failed_resources: Some(summary.failed),
         skipped_resources: Some(summary.skipped),
         skipped_resource_ids: Some(summary.skipped_ids.clone()),
-        applied_resources: Some(refs.iter().map(lynq_key).collect()),
+        applied_resources: Some(refs.iter().map(|r| lynq_key(r, &node.namespace().unwrap_or_default())).collect()),
         applied_resource_refs: Some(refs),
         conditions: Some(merge_conditions(
             previous.conditions.as_deref(),
@@ -114,9 +114,10 @@ pub(super) async fn publish_progressing(node: &LynqNode, ctx: &Context) {
     }
 }
 
-/// Lynq's key `Kind/namespace/name@id` of an applied object.
-fn lynq_key(r: &AppliedResourceRef) -> String {
-    keys::format_key(&r.kind, r.namespace.as_deref().unwrap_or_default(), &r.name, &r.id)
+/// Lynq's key `Kind/namespace/name@id` of an applied object; cluster-scoped objects carry the node's
+/// namespace, exactly as Lynq writes them, so that a rollback to Lynq never sees them as orphans.
+fn lynq_key(r: &AppliedResourceRef, node_namespace: &str) -> String {
+    keys::format_key(&r.kind, keys::key_namespace(r.namespace.as_deref(), node_namespace), &r.name, &r.id)
 }
 
 /// New conditions, keeping lastTransitionTime where status, reason and message are unchanged.
