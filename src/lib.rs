@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod apply;
+pub mod demo;
 pub mod graph;
 pub mod hub;
 pub mod localenv;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod source;

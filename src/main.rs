@@ -23,6 +23,15 @@ enum Command {
     },
     /// Run the operator against $KUBECONFIG or the in-cluster configuration.
     Run,
+    /// Run the demo: local control plane and MariaDB, the operator, and scripted row changes.
+    Demo {
+        /// Stop after the scripted steps instead of waiting for Ctrl-C.
+        #[arg(long)]
+        exit_after_script: bool,
+        /// Where process logs go (emptied first).
+        #[arg(long, default_value = "target/lynq-env-logs/demo")]
+        log_dir: PathBuf,
+    },
     /// Render a LynqForm offline and print its resources in apply order as YAML.
     Render(RenderArgs),
     /// Start or stop the local environment (control plane, MariaDB, PostgreSQL).
@@ -85,12 +94,17 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The environment supervisor polls the apiserver until it is up; kube's connection errors during
     // that wait are expected, not news.
-    init_tracing(if matches!(cli.command, Command::Env(_)) { "info,kube_client=off" } else { "info" });
+    init_tracing(if matches!(cli.command, Command::Env(_) | Command::Demo { .. }) {
+        "info,kube_client=off"
+    } else {
+        "info"
+    });
     lynq::install_crypto_provider();
     let result = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Run => run_operator().await,
         Command::Render(args) => render_form(args),
+        Command::Demo { exit_after_script, log_dir } => lynq::demo::run(&log_dir, exit_after_script).await,
         Command::Env(EnvCommand::Up(up)) => env_up(up).await,
         Command::Env(EnvCommand::Down { state_dir }) => supervisor::down(&state_dir).await.map_err(Into::into),
     };

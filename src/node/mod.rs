@@ -92,6 +92,11 @@ impl Error {
             Self::Cleanup { .. } => "cleanup",
         }
     }
+
+    /// A compare-and-swap on the node lost to a concurrent write: expected, retried at once.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 409)
+    }
 }
 
 /// namespace/name of a node, for messages.
@@ -216,6 +221,11 @@ pub async fn reconcile(node: Arc<LynqNode>, ctx: Arc<Context>) -> Result<Action,
 
 /// Backoff on errors: the node is retried, never dropped.
 pub fn error_policy(node: Arc<LynqNode>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        // The newer version of the node also arrives through the watch; this requeue is only a backstop.
+        tracing::debug!(node = %node_key(&node), error = %error, "node changed concurrently; retrying");
+        return Action::requeue(Duration::from_millis(200));
+    }
     tracing::warn!(node = %node_key(&node), kind = error.metric_label(), error = %error, "node reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

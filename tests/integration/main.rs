@@ -5,6 +5,7 @@
 mod support;
 
 mod crds;
+mod demo;
 mod environment;
 mod form;
 mod hub_mysql;
