@@ -29,6 +29,12 @@ pub struct MariaDb {
 impl MariaDb {
     /// Initialises a data dir, starts mariadbd and creates the admin user.
     pub async fn start(root: &Path, logs: &Path) -> Result<Self, EnvError> {
+        Self::start_with_server_args(root, logs, &[]).await
+    }
+
+    /// As [`MariaDb::start`], with extra mariadbd options that override the defaults (the last
+    /// occurrence of an option wins), e.g. `--binlog-row-metadata=NO_LOG` to test a server's defaults.
+    pub async fn start_with_server_args(root: &Path, logs: &Path, extra: &[&str]) -> Result<Self, EnvError> {
         let install = super::find_binary("mariadb-install-db", &[], "Debian package mariadb-server")?;
         let server = super::find_binary("mariadbd", &[PathBuf::from("/usr/sbin")], "Debian package mariadb-server")?;
         let client = super::find_binary("mariadb", &[], "Debian package mariadb-client")?;
@@ -70,6 +76,7 @@ impl MariaDb {
             "--sync-binlog=0".into(),
             "--max-connections=500".into(),
         ];
+        let args: Vec<String> = args.into_iter().chain(extra.iter().map(|a| (*a).to_owned())).collect();
         let mut process = ManagedProcess::spawn("mariadbd", &server, &args, &logs.join("mariadb.log"))?;
         let sock = socket.clone();
         process

@@ -28,8 +28,6 @@ pub enum StreamingBlocker {
     BinlogFormat(String),
     /// `binlog_row_image` is not FULL (value shown).
     BinlogRowImage(String),
-    /// `binlog_row_metadata` is not FULL (value shown, or "missing" on servers without it).
-    BinlogRowMetadata(String),
     /// MariaDB `log_bin_compress` is ON: compressed events cannot be decoded.
     BinlogCompressed,
     /// The user lacks a global privilege (named as the server spells it).
@@ -50,7 +48,6 @@ impl fmt::Display for StreamingBlocker {
             }
             Self::BinlogFormat(v) => write!(f, "binlog_format is {v}, ROW is required"),
             Self::BinlogRowImage(v) => write!(f, "binlog_row_image is {v}, FULL is required"),
-            Self::BinlogRowMetadata(v) => write!(f, "binlog_row_metadata is {v}, FULL is required"),
             Self::BinlogCompressed => write!(f, "log_bin_compress is ON; compressed binlog events cannot be read"),
             Self::MissingPrivilege(p) => write!(f, "the user lacks the global {p} privilege"),
             Self::IsView => write!(f, "the table is a VIEW, which has no binlog rows"),
@@ -158,10 +155,8 @@ pub(crate) fn variable_blockers(vars: &[(String, String)]) -> Vec<StreamingBlock
         Some(v) if v == "FULL" => {}
         v => blockers.push(StreamingBlocker::BinlogRowImage(v.unwrap_or_else(|| "missing".into()))),
     }
-    match get("binlog_row_metadata") {
-        Some(v) if v == "FULL" => {}
-        v => blockers.push(StreamingBlocker::BinlogRowMetadata(v.unwrap_or_else(|| "missing".into()))),
-    }
+    // binlog_row_metadata is not checked: without FULL (MariaDB's default is NO_LOG, MySQL's MINIMAL) the
+    // column names, signedness and ENUM/SET members come from information_schema instead (schema.rs).
     if get("log_bin_compress").as_deref() == Some("ON") {
         blockers.push(StreamingBlocker::BinlogCompressed);
     }
@@ -451,12 +446,11 @@ mod tests {
                 StreamingBlocker::BinaryLogDisabled,
                 StreamingBlocker::BinlogFormat("MIXED".into()),
                 StreamingBlocker::BinlogRowImage("MINIMAL".into()),
-                StreamingBlocker::BinlogRowMetadata("NO_LOG".into()),
                 StreamingBlocker::BinlogCompressed,
             ]
         );
-        let old = v(&[("log_bin", "ON"), ("binlog_format", "ROW"), ("binlog_row_image", "FULL")]);
-        assert_eq!(variable_blockers(&old), vec![StreamingBlocker::BinlogRowMetadata("missing".into())]);
+        let without_row_metadata = v(&[("log_bin", "ON"), ("binlog_format", "ROW"), ("binlog_row_image", "FULL")]);
+        assert!(variable_blockers(&without_row_metadata).is_empty(), "information_schema supplies the names");
     }
 
     #[test]
