@@ -677,3 +677,42 @@ async fn wrong_password_is_an_authentication_error_on_both_connections() {
     let walsender = super::replication::drop_slot(source.config()).await;
     assert!(matches!(walsender, Err(PostgresError::Authentication { .. })), "{walsender:?}");
 }
+
+/// `boolean` columns read as Go's database/sql shows them (`true`/`false`), in the snapshot, the
+/// resync read and the stream alike, so a boolean activate column works with Lynq's truthy set.
+#[tokio::test]
+async fn booleans_read_as_true_and_false_everywhere() {
+    let Some(url) = test_url() else { return };
+    let _shared = SERVER_SETTINGS.read().await;
+    let admin = admin(&url).await;
+    let config = config(&url, "e2e_booleans", "uid", &["active", "note"]);
+    fresh(&admin, &config, "CREATE TABLE e2e_booleans (uid text PRIMARY KEY, active boolean, note text)").await;
+    admin
+        .batch_execute("INSERT INTO e2e_booleans VALUES ('a', true, 't'), ('b', false, 'f'), ('c', NULL, NULL)")
+        .await
+        .expect("seed");
+    let source = PostgresSource::new(config).expect("config");
+    let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
+    let expected = vec![
+        row(&[("uid", "a"), ("active", "true"), ("note", "t")]),
+        row(&[("uid", "b"), ("active", "false"), ("note", "f")]),
+        [("uid".to_string(), text("c")), ("active".into(), ColumnValue::Null), ("note".into(), ColumnValue::Null)]
+            .into_iter()
+            .collect(),
+    ];
+    let sorted = |mut rows: Vec<Row>| {
+        rows.sort_by_key(uid_of);
+        rows
+    };
+    assert_eq!(sorted(snapshot.rows), expected, "snapshot (text columns that say t/f stay as they are)");
+    assert_eq!(sorted(source.read_table().await.expect("resync read")), expected, "resync read");
+
+    admin.batch_execute("UPDATE e2e_booleans SET active = NOT active WHERE uid = 'a'").await.expect("update");
+    match next_transaction(&mut stream).await.changes.as_slice() {
+        [RowChange::Update { after, .. }] => assert_eq!(after.get("active"), Some(&text("false")), "{after:?}"),
+        other => panic!("one update expected, got {other:?}"),
+    }
+    stream.shutdown().await.expect("shutdown");
+    source.drop_slot().await.expect("drop slot");
+    source.drop_publication().await.expect("drop publication");
+}

@@ -248,16 +248,37 @@ async fn create_slot_and_read(
 }
 
 async fn snapshot_rows(config: &PostgresConfig, client: &mut ReplicationClient) -> Result<Vec<Row>, PostgresError> {
+    let booleans = snapshot_query(config, client, &sql::boolean_columns_statement(config)).await?;
+    let boolean_columns: Vec<String> = booleans
+        .into_iter()
+        .map(|row| text_values(config, row))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter_map(|values| values.into_iter().next().flatten())
+        .collect();
+    let rows = snapshot_query(config, client, &sql::select_statement(config)).await?;
+    let columns = config.read_columns();
+    let mut rows: Vec<Row> = rows
+        .into_iter()
+        .map(|row| text_values(config, row).map(|values| sql::build_row(&columns, values)))
+        .collect::<Result<_, _>>()?;
+    sql::normalize_booleans(&mut rows, &boolean_columns);
+    Ok(rows)
+}
+
+async fn snapshot_query(
+    config: &PostgresConfig,
+    client: &mut ReplicationClient,
+    statement: &str,
+) -> Result<Vec<QueryRow>, PostgresError> {
     let ctx = config.context("reading the snapshot");
-    let rows = client.simple_query(&sql::select_statement(config)).await.map_err(|e| match e {
+    client.simple_query(statement).await.map_err(|e| match e {
         pgwire_replication::PgWireError::Server(text) => {
             let code = sqlstate_in(&text).unwrap_or_default();
             sql::read_server_error(config, ctx, &code, &text)
         }
         other => from_pgwire(ctx, other),
-    })?;
-    let columns = config.read_columns();
-    rows.into_iter().map(|row| text_values(config, row).map(|values| sql::build_row(&columns, values))).collect()
+    })
 }
 
 fn text_values(config: &PostgresConfig, row: QueryRow) -> Result<Vec<Option<String>>, PostgresError> {

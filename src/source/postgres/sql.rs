@@ -331,6 +331,39 @@ pub(crate) async fn drop_publication(config: &PostgresConfig, client: &Client) -
     Ok(true)
 }
 
+/// PostgreSQL's `boolean` type OID.
+pub(crate) const BOOL_OID: u32 = 16;
+
+/// A boolean as Go's database/sql shows it (`true`/`false`, strings Lynq's activate check accepts), where
+/// PostgreSQL's text format says `t`/`f`; the snapshot, the resync and the stream all go through here.
+pub(crate) fn boolean_text(text: String) -> String {
+    match text.as_str() {
+        "t" => "true".to_owned(),
+        "f" => "false".to_owned(),
+        _ => text,
+    }
+}
+
+/// The names of the table's boolean columns, from the catalog.
+pub(crate) fn boolean_columns_statement(config: &PostgresConfig) -> String {
+    let table = qualified_table(&config.schema, &config.table).replace('\'', "''");
+    format!(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = '{table}'::regclass \
+         AND atttypid = {BOOL_OID} AND attnum > 0 AND NOT attisdropped"
+    )
+}
+
+/// Rewrites the boolean columns of `rows` with [`boolean_text`].
+pub(crate) fn normalize_booleans(rows: &mut [Row], boolean_columns: &[String]) {
+    for row in rows {
+        for column in boolean_columns {
+            if let Some(ColumnValue::Text(text)) = row.get_mut(column) {
+                *text = boolean_text(std::mem::take(text));
+            }
+        }
+    }
+}
+
 /// `SELECT <columns> FROM <table>` as the hub's text protocol read.
 pub(crate) fn select_statement(config: &PostgresConfig) -> String {
     let columns: Vec<String> = config.read_columns().iter().map(|c| quote_ident(c)).collect();
@@ -340,6 +373,15 @@ pub(crate) fn select_statement(config: &PostgresConfig) -> String {
 /// Read every row over the text protocol (simple query), so values match the stream's text.
 pub(crate) async fn read_table(config: &PostgresConfig, client: &Client) -> Result<Vec<Row>, PostgresError> {
     let ctx = config.context("reading the table");
+    let booleans =
+        client.simple_query(&boolean_columns_statement(config)).await.map_err(|e| read_error(config, ctx, e))?;
+    let boolean_columns: Vec<String> = booleans
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
     let messages = client.simple_query(&select_statement(config)).await.map_err(|e| read_error(config, ctx, e))?;
     let columns = config.read_columns();
     let mut rows = Vec::new();
@@ -349,6 +391,7 @@ pub(crate) async fn read_table(config: &PostgresConfig, client: &Client) -> Resu
             rows.push(build_row(&columns, values));
         }
     }
+    normalize_booleans(&mut rows, &boolean_columns);
     Ok(rows)
 }
 

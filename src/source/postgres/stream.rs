@@ -7,7 +7,8 @@ use pgwire_replication::ReplicationEvent;
 
 use super::PostgresConfig;
 use super::error::PostgresError;
-use super::pgoutput::{self, OldTuple, PgOutputMessage, Relation, ReplicaIdentity, TupleValue};
+use super::pgoutput::{self, OldTuple, PgOutputMessage, Relation, RelationColumn, ReplicaIdentity, TupleValue};
+use super::sql::{BOOL_OID, boolean_text};
 use crate::source::{ColumnValue, Position, Row, RowChange, SourceEvent, SourceTransaction};
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 UTC).
@@ -202,19 +203,20 @@ impl StreamState {
             if !self.columns.contains(&column.name) || (key_only && !column.key) {
                 continue;
             }
-            row.insert(column.name.clone(), column_value(&column.name, value)?);
+            row.insert(column.name.clone(), column_value(column, value)?);
         }
         Ok(row)
     }
 }
 
-fn column_value(column: &str, value: &TupleValue) -> Result<ColumnValue, PostgresError> {
+fn column_value(column: &RelationColumn, value: &TupleValue) -> Result<ColumnValue, PostgresError> {
     match value {
         TupleValue::Null => Ok(ColumnValue::Null),
         TupleValue::UnchangedToast => Ok(ColumnValue::Unchanged),
+        TupleValue::Text(text) if column.type_oid == BOOL_OID => Ok(ColumnValue::Text(boolean_text(text.clone()))),
         TupleValue::Text(text) => Ok(ColumnValue::Text(text.clone())),
         TupleValue::Binary(_) => {
-            Err(protocol(&format!("binary value for column {column} although text format was requested")))
+            Err(protocol(&format!("binary value for column {} although text format was requested", column.name)))
         }
     }
 }
