@@ -143,6 +143,8 @@ struct Runner {
 enum SessionEnd {
     /// The control channel closed: the hub is gone or reconfigured.
     Stopped,
+    /// Auto mode was polling and the server now allows streaming (a grant or setting was fixed).
+    StreamingPossible,
 }
 
 /// Why a session ended in error (retried with backoff).
@@ -165,6 +167,9 @@ impl Runner {
             let result = self.session().await;
             match result {
                 Ok(SessionEnd::Stopped) => return,
+                Ok(SessionEnd::StreamingPossible) => {
+                    tracing::info!(hub = %self.key, "streaming is possible now; switching from polling");
+                }
                 Err(SessionError::Diverged(n)) => {
                     tracing::warn!(hub = %self.key, divergences = n, "stream diverged from the table; re-snapshotting");
                     self.force_snapshot = true;
@@ -215,6 +220,7 @@ impl Runner {
 
     /// Lynq's behaviour on one long-lived pool: read the table every interval.
     async fn poll(&mut self, why: Option<String>) -> Result<SessionEnd, SessionError> {
+        let fell_back = why.is_some();
         self.set_state(|s| {
             s.mode = Some(CaptureModeInUse::Polling);
             s.message = why;
@@ -227,6 +233,9 @@ impl Runner {
                     self.set_state(|s| { s.connected = true; s.last_event_time = Some(Utc::now()); s.lag_seconds = 0.0; });
                     self.sync.replace_table(rows);
                     self.sync.apply(BatchKind::FullRead, &self.state).await?;
+                    if self.fallback_may_stream(fell_back).await {
+                        return Ok(SessionEnd::StreamingPossible);
+                    }
                 }
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Resync) => self.sync.apply(BatchKind::Forms, &self.state).await?,
@@ -234,6 +243,12 @@ impl Runner {
                 },
             }
         }
+    }
+
+    /// Whether an Auto hub that fell back to polling can stream now: re-checked after every poll, so
+    /// fixing a grant or a server setting takes effect without touching the hub.
+    async fn fallback_may_stream(&self, fell_back: bool) -> bool {
+        fell_back && self.mode == ChangeCaptureMode::Auto && matches!(self.database.streaming_blocker().await, Ok(None))
     }
 
     /// Streams from the checkpoint (or a new snapshot), with a full resync every interval.
