@@ -22,7 +22,7 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the operator against $KUBECONFIG or the in-cluster configuration.
-    Run,
+    Run(lynq::server::options::RunArgs),
     /// Run the demo: local control plane and MariaDB, the operator, and scripted row changes.
     Demo {
         /// Stop after the scripted steps instead of waiting for Ctrl-C.
@@ -92,17 +92,30 @@ struct EnvUp {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The environment supervisor polls the apiserver until it is up; kube's connection errors during
-    // that wait are expected, not news.
-    init_tracing(if matches!(cli.command, Command::Env(_) | Command::Demo { .. }) {
-        "info,kube_client=off"
-    } else {
-        "info"
-    });
+    match &cli.command {
+        Command::Run(args) => {
+            if let Err(e) = lynq::server::logging::init(args.log_level.as_deref(), args.log_format) {
+                eprintln!("lynq: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        // The environment supervisor polls the apiserver until it is up; kube's connection errors during
+        // that wait are expected, not news.
+        Command::Env(_) | Command::Demo { .. } => init_tracing("info,kube_client=off"),
+        _ => init_tracing("info"),
+    }
     lynq::install_crypto_provider();
     let result = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
-        Command::Run => run_operator().await,
+        Command::Run(args) => {
+            // The final error goes through the log too, so that a JSON log stays all JSON.
+            let result = lynq::server::run(args).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "lynq run failed");
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
         Command::Render(args) => render_form(args),
         Command::Demo { exit_after_script, log_dir } => lynq::demo::run(&log_dir, exit_after_script).await,
         Command::Env(EnvCommand::Up(up)) => env_up(up).await,
@@ -154,37 +167,6 @@ fn render_form(args: RenderArgs) -> anyhow::Result<()> {
         print!("---\n# {}\n{}", resource.id, serde_yaml_ng::to_string(&resource.object)?);
     }
     Ok(())
-}
-
-async fn run_operator() -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
-    let version = client.apiserver_version().await?;
-    tracing::info!(server = %version.git_version, "connected to the Kubernetes API server");
-    // One shutdown signal shared by every controller: each finishes its in-flight work and returns.
-    let shutdown = futures::FutureExt::shared(Box::pin(async {
-        wait_for_shutdown_signal().await;
-        tracing::info!("shutting down");
-    }));
-    lynq::server::run_controllers(client, None, shutdown).await;
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops lynq");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 async fn env_up(up: EnvUp) -> anyhow::Result<()> {

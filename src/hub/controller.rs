@@ -63,10 +63,14 @@ pub enum HubError {
     Cleanup { hub: String, message: String },
 }
 
-/// Runs the hub controller until `shutdown` resolves.
+/// Runs the hub controller (`concurrency` hubs reconciled at once) until `shutdown` resolves, then
+/// stops every hub's source gracefully. Sets `started` once the first round is done (see
+/// [`super::startup`]).
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    concurrency: u16,
+    started: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (hubs, forms, secrets): (Api<LynqHub>, Api<LynqForm>, Api<Secret>) = match &namespace {
@@ -79,9 +83,11 @@ pub async fn run(
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(HubContext { client, engine: Engine::new(), recorder, runners: Mutex::default() });
-    let controller = Controller::new(hubs, watcher::Config::default());
+    let controller = Controller::new(hubs, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
-    controller
+    let startup = super::startup::Startup::new(controller.store(), started);
+    let reconciles = controller
         .watches(forms, watcher::Config::default(), |form| {
             form.namespace().map(|ns| ObjectRef::new(effective_hub_id(&form)).within(&ns))
         })
@@ -97,25 +103,23 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "hub reconcile did not complete");
+        .for_each(|result| {
+            startup.record(&result);
+            async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "hub reconcile did not complete");
+                }
             }
-        })
-        .await;
-    if let Ok(mut runners) = ctx.runners.lock() {
-        runners.drain().for_each(|(_, r)| r.stop());
-    }
+        });
+    tokio::join!(reconciles, startup.watch_sync());
+    // Each source finishes its in-flight transaction and persists its checkpoint.
+    let runners: Vec<RunnerHandle> =
+        ctx.runners.lock().map(|mut r| r.drain().map(|(_, h)| h).collect()).unwrap_or_default();
+    futures::future::join_all(runners.into_iter().map(RunnerHandle::shutdown)).await;
 }
 
 fn password_secret(hub: &LynqHub) -> Option<&str> {
-    let source = &hub.spec.source;
-    source
-        .mysql
-        .as_ref()
-        .and_then(|m| m.password_ref.as_ref())
-        .or_else(|| source.postgresql.as_ref().and_then(|p| p.password_ref.as_ref()))
-        .map(|r| r.name.as_str())
+    password_ref(hub).map(|r| r.name.as_str())
 }
 
 fn error_policy(hub: Arc<LynqHub>, error: &HubError, _ctx: Arc<HubContext>) -> Action {
@@ -144,7 +148,7 @@ pub async fn reconcile(hub: Arc<LynqHub>, ctx: Arc<HubContext>) -> Result<Action
         if let Ok(runners) = ctx.runners.lock()
             && let Some(runner) = runners.get(&key)
         {
-            runner.resync();
+            runner.resync(&hub);
         }
         return Ok(Action::await_change());
     }
@@ -156,6 +160,7 @@ pub async fn reconcile(hub: Arc<LynqHub>, ctx: Arc<HubContext>) -> Result<Action
         }
     };
     let sync = HubSync::new(ctx.client.clone(), ctx.engine.clone(), ctx.recorder.clone(), (*hub).clone());
+    tracing::debug!(hub = %hub_key(&hub), "starting the hub's source");
     let handle = runner::spawn(sync, &hub, database, fingerprint);
     if let Ok(mut runners) = ctx.runners.lock()
         && let Some(old) = runners.insert(key, handle)

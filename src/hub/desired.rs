@@ -110,12 +110,15 @@ pub struct ApplyReport {
 pub struct TableState {
     uid_column: String,
     rows: BTreeMap<String, Vec<Row>>,
+    /// Uids whose rows come from a read newer than the changes being replayed (a stream resumed from
+    /// a checkpoint): the first change of such a uid replaces them instead of adding to them.
+    provisional: BTreeSet<String>,
 }
 
 impl TableState {
     /// An empty table whose rows are keyed by `mapping`'s uid column.
     pub fn new(mapping: &Mapping) -> Self {
-        Self { uid_column: mapping.uid.clone(), rows: BTreeMap::new() }
+        Self { uid_column: mapping.uid.clone(), rows: BTreeMap::new(), provisional: BTreeSet::new() }
     }
 
     /// A table holding exactly `rows` (a snapshot or a poll).
@@ -128,10 +131,19 @@ impl TableState {
     /// Replaces every row with a full read; `Unchanged` cannot occur in one and reads as NULL.
     pub fn replace_all(&mut self, rows: Vec<Row>) {
         self.rows.clear();
+        self.provisional.clear();
         let mut ignored = ApplyReport::default();
         for row in rows {
             self.insert(resolve(&row, None, &mut ignored));
         }
+    }
+
+    /// Takes a read made after the position a stream resumes from as the base the replayed changes
+    /// apply to: a row the replay never mentions keeps its node, and a replayed change of a row the
+    /// read already shows replaces that row rather than duplicating it.
+    pub fn replace_all_as_replay_base(&mut self, rows: Vec<Row>) {
+        self.replace_all(rows);
+        self.provisional = self.rows.keys().cloned().collect();
     }
 
     /// Applies the changes of one committed transaction, in order.
@@ -139,14 +151,20 @@ impl TableState {
         let mut report = ApplyReport::default();
         for change in changes {
             match change {
-                RowChange::Insert { after } => self.insert(resolve(after, None, &mut report)),
+                RowChange::Insert { after } => self.insert_replayed(resolve(after, None, &mut report)),
                 RowChange::Update { before, after } => self.update(before.as_ref(), after, &mut report),
                 RowChange::Delete { before } => {
                     if self.take_matching(before, &mut report).is_none() {
                         report.unknown_deletes += 1;
                     }
+                    if let Some(uid) = self.uid_of(before) {
+                        self.provisional.remove(&uid);
+                    }
                 }
-                RowChange::Truncate => self.rows.clear(),
+                RowChange::Truncate => {
+                    self.rows.clear();
+                    self.provisional.clear();
+                }
             }
         }
         report
@@ -206,6 +224,15 @@ impl TableState {
         self.rows.entry(uid).or_default().push(row);
     }
 
+    /// Inserts a row image from a change; a provisional (newer) image of its uid is replaced.
+    fn insert_replayed(&mut self, row: Row) {
+        let uid = self.uid_of(&row).unwrap_or_default();
+        if self.provisional.remove(&uid) {
+            self.rows.remove(&uid);
+        }
+        self.insert(row);
+    }
+
     /// The old image is found by the before image, else by the after image's uid; the new image is
     /// the old one overlaid with the after image, so `Unchanged` (TOAST) and columns missing from a
     /// minimal binlog image keep their previous values. A uid change moves the row.
@@ -214,7 +241,10 @@ impl TableState {
         if old.is_none() {
             report.unmatched_updates += 1;
         }
-        self.insert(resolve(after, old.as_ref(), report));
+        if let Some(uid) = before.and_then(|b| self.uid_of(b)) {
+            self.provisional.remove(&uid);
+        }
+        self.insert_replayed(resolve(after, old.as_ref(), report));
     }
 
     /// Removes the stored image best matching `probe`: by the probe's uid when it has one (an image
@@ -778,6 +808,25 @@ mod tests {
             ("url", Some(&format!("{id}.example.com"))),
             ("plan_col", Some(plan)),
         ])
+    }
+
+    #[test]
+    fn a_replay_over_a_newer_read_neither_duplicates_nor_forgets_rows() {
+        let mut state = TableState::new(&mapping());
+        // The read (newer) shows a, b (updated since), c; the replay inserts b and updates it, deletes
+        // d (gone before the read), and renames e to c (the read shows its result).
+        state.replace_all_as_replay_base(vec![tenant("a", "1", "p"), tenant("b", "1", "new"), tenant("c", "1", "p")]);
+        state.apply(&[RowChange::Insert { after: tenant("b", "1", "old") }]);
+        state.apply(&[RowChange::Update { before: Some(tenant("b", "1", "old")), after: tenant("b", "1", "new") }]);
+        state.apply(&[RowChange::Delete { before: tenant("d", "1", "p") }]);
+        state.apply(&[RowChange::Update { before: Some(tenant("e", "1", "p")), after: tenant("c", "1", "p") }]);
+        assert_eq!(state.len(), 3, "{state:?}");
+        assert_eq!(state.rows_with_uid("a"), [tenant("a", "1", "p")], "untouched rows keep the read's image");
+        assert_eq!(state.rows_with_uid("b"), [tenant("b", "1", "new")]);
+        assert_eq!(state.rows_with_uid("c"), [tenant("c", "1", "p")]);
+        // Once replayed, a uid is exact again: a later insert of the same uid is a real duplicate.
+        state.apply(&[RowChange::Insert { after: tenant("b", "1", "dup") }]);
+        assert_eq!(state.rows_with_uid("b").len(), 2);
     }
 
     fn forms(list: &[(&str, i64)]) -> Vec<FormRef> {

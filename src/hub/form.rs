@@ -69,6 +69,8 @@ fn form_key(form: &LynqForm) -> String {
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    concurrency: u16,
+    synced: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (forms, nodes, hubs): (Api<LynqForm>, Api<LynqNode>, Api<LynqHub>) = match &namespace {
@@ -81,9 +83,16 @@ pub async fn run(
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder });
-    let controller = Controller::new(forms, watcher::Config::default());
+    let controller = Controller::new(forms, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
-    controller
+    let cache = controller.store();
+    let mark_synced = async move {
+        if cache.wait_until_ready().await.is_ok() {
+            synced.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
+    let reconciles = controller
         .watches(nodes, watcher::Config::default(), |node| {
             node.namespace().map(|ns| ObjectRef::new(&node.spec.template_ref).within(&ns))
         })
@@ -102,8 +111,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "form reconcile did not complete");
             }
-        })
-        .await;
+        });
+    tokio::join!(reconciles, mark_synced);
 }
 
 fn error_policy(form: Arc<LynqForm>, error: &FormError, _ctx: Arc<FormContext>) -> Action {

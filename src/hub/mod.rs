@@ -9,5 +9,6 @@ pub mod form_check;
 pub mod guard;
 pub mod rollout;
 pub mod runner;
+pub mod startup;
 pub mod sync;
 pub mod writer;

@@ -18,16 +18,66 @@ use super::{
 use crate::{
     api::{CaptureModeInUse, ChangeCaptureMode, LynqHub, StreamPosition},
     source::{
-        Position, RowChange, SourceEvent,
+        Position, RowChange, SnapshotReason, SourceEvent,
         capture::{Database, SourceError},
     },
 };
 
 /// What the hub controller can ask of a running hub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Control {
-    /// Forms (or the hub's nodes) changed: recompute the desired set.
-    Resync,
+    /// Forms (or the hub's nodes, or the hub's metadata) changed: take this latest hub object
+    /// (annotations such as `lynq.sh/allow-mass-deletion`) and recompute the desired set.
+    Resync(Box<LynqHub>),
+}
+
+/// How the running capture started, for the hub's `ChangeCapture` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureStart {
+    /// Streaming resumed from the checkpoint, without a snapshot.
+    Resumed,
+    /// Streaming from a new consistent snapshot taken for this reason.
+    Snapshot(SnapshotReason),
+    /// Polling the table every syncInterval.
+    Polling,
+}
+
+/// Type of the hub condition that tells how change capture runs.
+pub const CAPTURE_CONDITION: &str = "ChangeCapture";
+
+/// The `ChangeCapture` condition (status, reason, message) of a state; None before the first start.
+pub fn capture_condition(state: &CaptureState) -> Option<(bool, &'static str, String)> {
+    // No position in the message: it moves with every transaction, the condition must not.
+    let condition = match state.start? {
+        CaptureStart::Resumed => (true, "Resumed", "Streaming resumed from the checkpoint without a snapshot".into()),
+        CaptureStart::Snapshot(reason) => {
+            let why = match reason {
+                SnapshotReason::Initial => "no checkpoint to resume from",
+                SnapshotReason::PositionPurged => "the checkpointed binlog position is no longer on the server",
+                SnapshotReason::SlotMissing => "the replication slot was missing",
+                SnapshotReason::SlotInvalidated => "the replication slot was invalidated",
+                SnapshotReason::Resync => "the periodic resync found the stream diverged from the table",
+            };
+            let message = format!("Streaming from a new consistent snapshot ({why})");
+            (true, snapshot_condition_reason(reason), message)
+        }
+        CaptureStart::Polling => match &state.message {
+            Some(why) => (true, "StreamingUnavailable", format!("Polling the table: {why}")),
+            None => (true, "Polling", "Polling the table every syncInterval (changeCapture: Poll)".into()),
+        },
+    };
+    Some(condition)
+}
+
+/// Condition reason for a stream that started from a snapshot taken for `reason`.
+pub fn snapshot_condition_reason(reason: SnapshotReason) -> &'static str {
+    match reason {
+        SnapshotReason::Initial => "InitialSnapshot",
+        SnapshotReason::PositionPurged => "PositionPurged",
+        SnapshotReason::SlotMissing => "SlotMissing",
+        SnapshotReason::SlotInvalidated => "SlotInvalidated",
+        SnapshotReason::Resync => "Diverged",
+    }
 }
 
 /// The change-capture state a runner reports (mirrored into `status.changeCapture`).
@@ -45,6 +95,8 @@ pub struct CaptureState {
     pub lag_seconds: f64,
     /// The source is connected and healthy.
     pub connected: bool,
+    /// How the running capture started.
+    pub start: Option<CaptureStart>,
 }
 
 impl CaptureState {
@@ -97,14 +149,23 @@ pub struct RunnerHandle {
 }
 
 impl RunnerHandle {
-    /// Asks the runner to recompute the desired set.
-    pub fn resync(&self) {
-        let _ = self.control.send(Control::Resync);
+    /// Hands the runner the latest hub object and asks it to recompute the desired set.
+    pub fn resync(&self, hub: &LynqHub) {
+        let _ = self.control.send(Control::Resync(Box::new(hub.clone())));
     }
 
     /// Stops the task (its source connections close as it is dropped).
     pub fn stop(self) {
         self.task.abort();
+    }
+
+    /// Stops the task gracefully (operator shutdown): the transaction in flight is applied, the
+    /// checkpoint persisted and the source closed before this returns.
+    pub async fn shutdown(self) {
+        let Self { control, task, .. } = self;
+        // A closed control channel is the runner's signal to stop after its current step.
+        drop(control);
+        let _ = task.await;
     }
 }
 
@@ -117,7 +178,8 @@ pub fn spawn(sync: HubSync, hub: &LynqHub, database: Database, fingerprint: u64)
         mode: config::capture_mode(hub),
         interval: config::sync_interval(hub),
         checkpoint: checkpoint_from_status(hub),
-        force_snapshot: false,
+        force_snapshot: None,
+        snapshot_reason: None,
         database,
         sync,
         control: rx,
@@ -132,7 +194,10 @@ struct Runner {
     mode: ChangeCaptureMode,
     interval: Duration,
     checkpoint: Option<Position>,
-    force_snapshot: bool,
+    /// The next stream must start from a new snapshot, for this reason.
+    force_snapshot: Option<SnapshotReason>,
+    /// The reason to report for the snapshot the open stream starts with, when it was forced.
+    snapshot_reason: Option<SnapshotReason>,
     database: Database,
     sync: HubSync,
     control: mpsc::UnboundedReceiver<Control>,
@@ -166,19 +231,19 @@ impl Runner {
         loop {
             let result = self.session().await;
             match result {
-                Ok(SessionEnd::Stopped) => return,
+                Ok(SessionEnd::Stopped) => return self.sync.flush_checkpoint(&self.state).await,
                 Ok(SessionEnd::StreamingPossible) => {
                     tracing::info!(hub = %self.key, "streaming is possible now; switching from polling");
                 }
                 Err(SessionError::Diverged(n)) => {
                     tracing::warn!(hub = %self.key, divergences = n, "stream diverged from the table; re-snapshotting");
-                    self.force_snapshot = true;
+                    self.force_snapshot = Some(SnapshotReason::Resync);
                 }
                 Err(e) => {
                     if let SessionError::Source(source) = &e
                         && source.needs_snapshot()
                     {
-                        self.force_snapshot = true;
+                        self.force_snapshot = Some(SnapshotReason::PositionPurged);
                     }
                     self.set_state(|s| {
                         s.connected = false;
@@ -189,7 +254,7 @@ impl Runner {
                     tracing::warn!(hub = %self.key, error = %e, retry_in = ?delay, "hub source failed");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        ctl = self.control.recv() => if ctl.is_none() { return },
+                        ctl = self.control.recv() => if ctl.is_none() { return self.sync.flush_checkpoint(&self.state).await },
                     }
                     continue;
                 }
@@ -206,6 +271,7 @@ impl Runner {
 
     /// One connected session: decides the mode, then streams or polls until an error or a stop.
     async fn session(&mut self) -> Result<SessionEnd, SessionError> {
+        tracing::debug!(hub = %self.key, mode = ?self.mode, checkpoint = ?self.checkpoint, "source session starting");
         match self.mode {
             ChangeCaptureMode::Poll => self.poll(None).await,
             ChangeCaptureMode::Stream | ChangeCaptureMode::Auto => match self.database.streaming_blocker().await? {
@@ -224,6 +290,7 @@ impl Runner {
         self.set_state(|s| {
             s.mode = Some(CaptureModeInUse::Polling);
             s.message = why;
+            s.start = Some(CaptureStart::Polling);
         });
         let mut ticker = tokio::time::interval(self.interval);
         loop {
@@ -238,7 +305,10 @@ impl Runner {
                     }
                 }
                 ctl = self.control.recv() => match ctl {
-                    Some(Control::Resync) => self.sync.apply(BatchKind::Forms, &self.state).await?,
+                    Some(Control::Resync(hub)) => {
+                        self.sync.set_hub(*hub);
+                        self.sync.apply(BatchKind::Forms, &self.state).await?
+                    }
                     None => return Ok(SessionEnd::Stopped),
                 },
             }
@@ -248,20 +318,52 @@ impl Runner {
     /// Whether an Auto hub that fell back to polling can stream now: re-checked after every poll, so
     /// fixing a grant or a server setting takes effect without touching the hub.
     async fn fallback_may_stream(&self, fell_back: bool) -> bool {
-        fell_back && self.mode == ChangeCaptureMode::Auto && matches!(self.database.streaming_blocker().await, Ok(None))
+        if !fell_back || self.mode != ChangeCaptureMode::Auto {
+            return false;
+        }
+        match self.database.streaming_blocker().await {
+            Ok(None) => true,
+            Ok(Some(reason)) => {
+                tracing::debug!(hub = %self.key, %reason, "still polling: streaming is not possible");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(hub = %self.key, error = %e, "still polling: the streaming check failed");
+                false
+            }
+        }
     }
 
     /// Streams from the checkpoint (or a new snapshot), with a full resync every interval.
     async fn stream(&mut self) -> Result<SessionEnd, SessionError> {
-        let mut stream = self.database.open_stream(self.checkpoint.as_ref(), self.force_snapshot).await?;
-        self.force_snapshot = false;
+        let forced = self.force_snapshot;
+        let mut stream = self.database.open_stream(self.checkpoint.as_ref(), forced.is_some()).await?;
+        self.force_snapshot = None;
+        self.snapshot_reason = forced;
+        let resumed = !stream.starts_with_snapshot();
+        tracing::debug!(hub = %self.key, resumed, "change stream open");
         self.set_state(|s| {
             s.mode = Some(CaptureModeInUse::Streaming);
             s.message = None;
             s.connected = true;
+            if resumed {
+                s.start = Some(CaptureStart::Resumed);
+            }
         });
+        if resumed {
+            // The replay from the checkpoint only carries rows that changed since; a view without the
+            // others would delete their nodes. The table as it is now is the base the replay applies
+            // to: a replayed change replaces the read's (newer) image of its row, and the stream then
+            // brings every row back to its latest state.
+            let rows = self.database.read_table().await?;
+            tracing::debug!(hub = %self.key, rows = rows.len(), "read the table as the base of the replay");
+            self.sync.replace_table_as_replay_base(rows);
+            self.sync.connected(&self.state).await;
+        }
         let start = tokio::time::Instant::now() + self.interval;
         let mut resync = tokio::time::interval_at(start, self.interval);
+        // Checkpoint writes are rate-limited; this persists the last one that was held back.
+        let mut flush = tokio::time::interval(super::sync::STATUS_INTERVAL);
         let end = loop {
             tokio::select! {
                 event = stream.next_event() => {
@@ -283,9 +385,18 @@ impl Runner {
                     if divergences > 0 {
                         break Err(SessionError::Diverged(divergences));
                     }
+                    // The read agrees with the stream: it is a full read for the deletion guard
+                    // (only a full read can confirm or cancel a held mass deletion).
+                    if let Err(e) = self.sync.apply(BatchKind::FullRead, &self.state).await {
+                        break Err(e.into());
+                    }
                 }
+                _ = flush.tick() => self.sync.checkpoint_moved(&self.state).await,
                 ctl = self.control.recv() => match ctl {
-                    Some(Control::Resync) => if let Err(e) = self.sync.apply(BatchKind::Forms, &self.state).await { break Err(e.into()) },
+                    Some(Control::Resync(hub)) => {
+                        self.sync.set_hub(*hub);
+                        if let Err(e) = self.sync.apply(BatchKind::Forms, &self.state).await { break Err(e.into()) }
+                    }
                     None => break Ok(SessionEnd::Stopped),
                 },
             }
@@ -298,7 +409,9 @@ impl Runner {
     async fn handle(&mut self, event: SourceEvent) -> Result<Position, SessionError> {
         let position = match event {
             SourceEvent::Snapshot(snapshot) => {
-                self.sync.note_snapshot(snapshot.reason).await;
+                let reason = self.snapshot_reason.take().unwrap_or(snapshot.reason);
+                self.set_state(|s| s.start = Some(CaptureStart::Snapshot(reason)));
+                self.sync.note_snapshot(reason).await;
                 self.sync.replace_table(snapshot.rows);
                 self.sync.apply(BatchKind::FullRead, &self.state).await?;
                 snapshot.position
@@ -341,4 +454,62 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(start: Option<CaptureStart>, message: Option<&str>) -> CaptureState {
+        CaptureState { start, message: message.map(str::to_owned), ..CaptureState::default() }
+    }
+
+    #[test]
+    fn the_capture_condition_says_how_the_capture_started() {
+        assert_eq!(capture_condition(&state(None, None)), None);
+        let resumed = capture_condition(&state(Some(CaptureStart::Resumed), None)).expect("condition");
+        assert_eq!((resumed.0, resumed.1), (true, "Resumed"));
+        for (reason, expected) in [
+            (SnapshotReason::Initial, "InitialSnapshot"),
+            (SnapshotReason::PositionPurged, "PositionPurged"),
+            (SnapshotReason::SlotMissing, "SlotMissing"),
+            (SnapshotReason::SlotInvalidated, "SlotInvalidated"),
+            (SnapshotReason::Resync, "Diverged"),
+        ] {
+            let c = capture_condition(&state(Some(CaptureStart::Snapshot(reason)), None)).expect("condition");
+            assert_eq!(c.1, expected);
+            assert!(c.2.starts_with("Streaming from a new consistent snapshot"), "{}", c.2);
+        }
+        let polling = capture_condition(&state(Some(CaptureStart::Polling), None)).expect("condition");
+        assert_eq!(polling.1, "Polling");
+        let fallback =
+            capture_condition(&state(Some(CaptureStart::Polling), Some("no REPLICATION SLAVE"))).expect("condition");
+        assert_eq!(fallback.1, "StreamingUnavailable");
+        assert!(fallback.2.contains("no REPLICATION SLAVE"));
+    }
+
+    #[test]
+    fn the_condition_does_not_move_with_the_position() {
+        let mut s = state(Some(CaptureStart::Resumed), None);
+        let before = capture_condition(&s);
+        s.position = Some(Position::Binlog { file: "binlog.000002".into(), pos: 4, gtid: None });
+        assert_eq!(capture_condition(&s), before);
+    }
+
+    #[test]
+    fn checkpoints_round_trip_through_the_status() {
+        for position in
+            [Position::Binlog { file: "binlog.000007".into(), pos: 1234, gtid: None }, Position::Lsn(0x1_0000_00AB)]
+        {
+            let mut hub = LynqHub::new("h", Default::default());
+            hub.status = Some(crate::api::LynqHubStatus {
+                change_capture: Some(crate::api::ChangeCaptureStatus {
+                    position: Some(position_status(&position)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            assert_eq!(checkpoint_from_status(&hub), Some(position));
+        }
+    }
 }

@@ -29,7 +29,7 @@ use super::{
     form::effective_hub_id,
     guard::{ALLOW_MASS_DELETION_ANNOTATION, Batch, DeletionGuard, GuardConfig, Hold},
     rollout::{self, Gate, RolloutSettings},
-    runner::CaptureState,
+    runner::{self, CaptureState},
     writer::{HubWriter, NodeWrite, WriteError},
 };
 use crate::{
@@ -48,7 +48,9 @@ pub enum SyncError {
 }
 
 /// Minimum time between two status writes caused only by checkpoint moves.
-const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How many LynqNode writes (or deletions) of one batch are in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The hub's state and its writes.
 pub struct HubSync {
@@ -112,9 +114,20 @@ impl HubSync {
         }
     }
 
+    /// Takes the latest hub object (its spec is unchanged, or the runner would have been
+    /// restarted): annotations such as `lynq.sh/allow-mass-deletion` and the generation.
+    pub fn set_hub(&mut self, hub: LynqHub) {
+        self.hub = hub;
+    }
+
     /// Replaces the view of the table with a full read.
     pub fn replace_table(&mut self, rows: Vec<Row>) {
         self.table.replace_all(rows);
+    }
+
+    /// Takes a read made after the position a resumed stream replays from as the view's base.
+    pub fn replace_table_as_replay_base(&mut self, rows: Vec<Row>) {
+        self.table.replace_all_as_replay_base(rows);
     }
 
     /// Applies one committed transaction to the view of the table.
@@ -151,6 +164,17 @@ impl HubSync {
         // updated and available); Lynq's extra live re-check of each workload is not repeated here.
         let existing: Vec<ExistingNode> = self.nodes.state().iter().map(|n| ExistingNode::from_node(n, true)).collect();
         let plan = desired::diff(&desired, &existing);
+        tracing::debug!(
+            hub = %hub_key(&self.hub),
+            ?kind,
+            rows = self.table.len(),
+            existing = existing.len(),
+            create = plan.create.len(),
+            update = plan.update.len(),
+            delete = plan.delete.len(),
+            skipped = plan.skipped.len(),
+            "applying the desired set"
+        );
         self.report_skips(&plan.skipped).await;
 
         let now = Utc::now();
@@ -173,15 +197,8 @@ impl HubSync {
             );
             self.event(EventType::Warning, transition.event_reason(), note).await;
         }
-        for name in &decision.delete {
-            self.event(EventType::Normal, "NodeDeleting", format!("Deleting LynqNode {name}: row no longer active"))
-                .await;
-            if let Err(e) = self.writer.delete_node(name).await {
-                self.event(EventType::Warning, "NodeDeletionFailed", e.to_string()).await;
-                return Err(e.into());
-            }
-            self.event(EventType::Normal, "NodeDeleted", format!("Deleted LynqNode {name}")).await;
-        }
+        let deletions: Vec<_> = decision.delete.iter().map(|name| self.delete_node(name)).collect();
+        bounded(deletions).await?;
         let desired_count = forms.len().saturating_mul(desired.active_rows);
         let status = self.status(desired_count, plan.skipped.len(), decision.hold.as_ref(), &existing, state);
         self.write_status(status, true).await
@@ -203,6 +220,7 @@ impl HubSync {
                 rollout::form_occupancy(existing, &form.name_any(), generation, now, Some(settings.progress_deadline));
             gates.insert(form.name_any(), Gate::new(&form.name_any(), settings.max_skew, occupancy.updating));
         }
+        let mut admitted = Vec::new();
         for node in plan.create.iter().chain(plan.update.iter().map(|(n, _)| n)) {
             let (Some(form), Some(gate)) =
                 (forms.iter().find(|f| f.name_any() == node.form), gates.get_mut(&node.form))
@@ -210,14 +228,28 @@ impl HubSync {
                 continue;
             };
             if gate.admit() {
-                self.write_node(node, form, now).await?;
+                admitted.push((node, form));
             }
         }
+        // Each write is independent (server-side apply of one node), so a large transaction is written
+        // with bounded concurrency instead of one round trip after another.
+        let writes: Vec<_> = admitted.into_iter().map(|(node, form)| self.write_node(node, form, now)).collect();
+        bounded(writes).await?;
         for gate in gates.values() {
             if let Some(message) = gate.throttled_message() {
                 self.event(EventType::Normal, "RolloutThrottled", message).await;
             }
         }
+        Ok(())
+    }
+
+    async fn delete_node(&self, name: &str) -> Result<(), SyncError> {
+        self.event(EventType::Normal, "NodeDeleting", format!("Deleting LynqNode {name}: row no longer active")).await;
+        if let Err(e) = self.writer.delete_node(name).await {
+            self.event(EventType::Warning, "NodeDeletionFailed", e.to_string()).await;
+            return Err(e.into());
+        }
+        self.event(EventType::Normal, "NodeDeleted", format!("Deleted LynqNode {name}")).await;
         Ok(())
     }
 
@@ -297,6 +329,7 @@ impl HubSync {
             "DatabaseConnected",
             "Successfully connected to database and queried node data",
         )];
+        conditions.extend(self.capture_condition(state));
         let (held, reason) = match hold {
             None => (false, "No mass deletion pending".to_string()),
             Some(h) => (true, h.message(self.guard.config().confirm_after)),
@@ -336,10 +369,51 @@ impl HubSync {
 
     /// The checkpoint moved: persist it (rate-limited).
     pub async fn checkpoint_moved(&mut self, state: &Arc<Mutex<CaptureState>>) {
+        self.persist_checkpoint(state, false).await;
+    }
+
+    /// The runner stops: persist the last checkpoint now, past the rate limit.
+    pub async fn flush_checkpoint(&mut self, state: &Arc<Mutex<CaptureState>>) {
+        self.persist_checkpoint(state, true).await;
+    }
+
+    async fn persist_checkpoint(&mut self, state: &Arc<Mutex<CaptureState>>, force: bool) {
         let Some(mut status) = self.last_status.clone() else { return };
         status.change_capture = state.lock().ok().map(|s| s.to_status());
-        if let Err(e) = self.write_status(status, false).await {
+        let mut conditions: Vec<Condition> = status.conditions.take().unwrap_or_default();
+        conditions.retain(|c| c.type_ != runner::CAPTURE_CONDITION);
+        conditions.extend(self.capture_condition(state));
+        status.conditions = Some(conditions);
+        if let Err(e) = self.write_status(status, force).await {
             tracing::warn!(hub = %hub_key(&self.hub), error = %e, "persisting the checkpoint failed");
+        }
+    }
+
+    /// The `ChangeCapture` condition: how the running capture started (resumed, snapshot and why, polling).
+    fn capture_condition(&self, state: &Arc<Mutex<CaptureState>>) -> Option<Condition> {
+        let (status, reason, message) = state.lock().ok().and_then(|s| runner::capture_condition(&s))?;
+        Some(condition_for(self.last_status.as_ref(), runner::CAPTURE_CONDITION, status, reason, &message))
+    }
+
+    /// The source (re)connected: Ready=True again at once, even when a resumed stream has no
+    /// change to apply yet.
+    pub async fn connected(&mut self, state: &Arc<Mutex<CaptureState>>) {
+        let Some(mut status) = self.last_status.clone() else { return };
+        status.change_capture = state.lock().ok().map(|s| s.to_status());
+        let ready = condition_for(
+            self.last_status.as_ref(),
+            "Ready",
+            true,
+            "DatabaseConnected",
+            "Successfully connected to database and queried node data",
+        );
+        let mut conditions: Vec<Condition> = status.conditions.take().unwrap_or_default();
+        conditions.retain(|c| c.type_ != "Ready" && c.type_ != runner::CAPTURE_CONDITION);
+        conditions.insert(0, ready);
+        conditions.extend(self.capture_condition(state));
+        status.conditions = Some(conditions);
+        if let Err(e) = self.write_status(status, true).await {
+            tracing::warn!(hub = %hub_key(&self.hub), error = %e, "writing hub status failed");
         }
     }
 
@@ -397,6 +471,13 @@ impl HubSync {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// Runs `writes` with at most [`WRITE_CONCURRENCY`] in flight; every write runs, the first error is returned.
+async fn bounded<F: Future<Output = Result<(), SyncError>>>(writes: Vec<F>) -> Result<(), SyncError> {
+    let results: Vec<Result<(), SyncError>> =
+        futures::stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
+    results.into_iter().collect()
 }
 
 /// Template variables of a desired node, as the node controller will rebuild them.

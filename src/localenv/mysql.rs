@@ -24,6 +24,28 @@ pub struct MariaDb {
     /// Unix socket path.
     pub socket: PathBuf,
     process: ManagedProcess,
+    launch: Launch,
+}
+
+/// How mariadbd was started, to start it again on the same data and port.
+struct Launch {
+    server: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    async fn start(&self, socket: &Path, port: u16) -> Result<ManagedProcess, EnvError> {
+        let mut process = ManagedProcess::spawn("mariadbd", &self.server, &self.args, &self.log)?;
+        let sock = socket.to_path_buf();
+        process
+            .wait_until("socket and port accept connections", Duration::from_secs(60), || {
+                let sock = sock.clone();
+                async move { sock.exists() && port_open(port).await }
+            })
+            .await?;
+        Ok(process)
+    }
 }
 
 impl MariaDb {
@@ -77,14 +99,8 @@ impl MariaDb {
             "--max-connections=500".into(),
         ];
         let args: Vec<String> = args.into_iter().chain(extra.iter().map(|a| (*a).to_owned())).collect();
-        let mut process = ManagedProcess::spawn("mariadbd", &server, &args, &logs.join("mariadb.log"))?;
-        let sock = socket.clone();
-        process
-            .wait_until("socket and port accept connections", Duration::from_secs(60), || {
-                let sock = sock.clone();
-                async move { sock.exists() && port_open(port).await }
-            })
-            .await?;
+        let launch = Launch { server, args, log: logs.join("mariadb.log") };
+        let process = launch.start(&socket, port).await?;
         let grant = format!(
             "CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{ADMIN_PASSWORD}'; \
              GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; FLUSH PRIVILEGES;"
@@ -96,7 +112,16 @@ impl MariaDb {
         )
         .await?;
         let url = format!("mysql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{port}/");
-        Ok(Self { url, port, socket, process })
+        Ok(Self { url, port, socket, process, launch })
+    }
+
+    /// Stops mariadbd and starts it again on the same data directory and port (a server restart
+    /// as clients see it: every connection drops, the binlog continues in a new file).
+    pub async fn restart(self, grace: Duration) -> Result<Self, EnvError> {
+        let Self { url, port, socket, process, launch } = self;
+        process.stop(grace).await;
+        let process = launch.start(&socket, port).await?;
+        Ok(Self { url, port, socket, process, launch })
     }
 
     /// Process id of mariadbd.

@@ -25,6 +25,30 @@ pub struct Postgres {
     /// Directory holding the Unix socket.
     pub socket_dir: PathBuf,
     process: ManagedProcess,
+    launch: Launch,
+}
+
+/// How postgres was started, to start it again on the same data and port.
+struct Launch {
+    server: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    run_as: Option<RunAs>,
+    psql: PathBuf,
+    probe_args: Vec<String>,
+}
+
+impl Launch {
+    async fn start(&self, port: u16) -> Result<ManagedProcess, EnvError> {
+        let mut process = ManagedProcess::spawn_as("postgres", &self.server, &self.args, &self.log, self.run_as)?;
+        process
+            .wait_until("accepts queries", Duration::from_secs(60), || {
+                let (psql, args) = (self.psql.clone(), self.probe_args.clone());
+                async move { port_open(port).await && run_to_completion("psql", &psql, &args).await.is_ok() }
+            })
+            .await?;
+        Ok(process)
+    }
 }
 
 /// Where Debian installs the server binaries.
@@ -78,7 +102,6 @@ impl Postgres {
             settings(),
         ]
         .concat();
-        let mut process = ManagedProcess::spawn_as("postgres", &server, &args, &logs.join("postgres.log"), run_as)?;
         let probe_args = vec![
             "-h".to_string(),
             socket_dir.display().to_string(),
@@ -91,15 +114,19 @@ impl Postgres {
             "-Atc".into(),
             "SELECT 1".into(),
         ];
-        let psql_probe = psql.clone();
-        process
-            .wait_until("accepts queries", Duration::from_secs(60), || {
-                let (psql, args) = (psql_probe.clone(), probe_args.clone());
-                async move { port_open(port).await && run_to_completion("psql", &psql, &args).await.is_ok() }
-            })
-            .await?;
+        let launch = Launch { server, args, log: logs.join("postgres.log"), run_as, psql, probe_args };
+        let process = launch.start(port).await?;
         let url = format!("postgres://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/postgres");
-        Ok(Self { url, port, socket_dir, process })
+        Ok(Self { url, port, socket_dir, process, launch })
+    }
+
+    /// Stops the server (fast shutdown) and starts it again on the same data directory and port:
+    /// every session drops; replication slots survive.
+    pub async fn restart(self, grace: Duration) -> Result<Self, EnvError> {
+        let Self { url, port, socket_dir, process, launch } = self;
+        process.stop_with(nix::sys::signal::Signal::SIGINT, grace).await;
+        let process = launch.start(port).await?;
+        Ok(Self { url, port, socket_dir, process, launch })
     }
 
     /// Process id of the postmaster.

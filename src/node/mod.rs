@@ -47,11 +47,13 @@ pub struct NodeConfig {
     pub apply_concurrency: usize,
     /// Only reconcile LynqNodes of this namespace (all namespaces when None).
     pub namespace: Option<String>,
+    /// Set once the controller's LynqNode cache is synced (the operator's readiness).
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { concurrency: 10, apply_concurrency: 8, namespace: None }
+        Self { concurrency: 10, apply_concurrency: 8, namespace: None, synced: Default::default() }
     }
 }
 
@@ -193,7 +195,15 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    Controller::new(nodes, watcher::Config::default())
+    let controller = Controller::new(nodes, watcher::Config::default());
+    let cache = controller.store();
+    let synced = config.synced.clone();
+    let mark_synced = async move {
+        if cache.wait_until_ready().await.is_ok() {
+            synced.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
+    let reconciles = controller
         .reconcile_on(triggers)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -202,8 +212,8 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
             if let Err(e) = result {
                 tracing::debug!(error = %e, "node reconcile did not complete");
             }
-        })
-        .await;
+        });
+    tokio::join!(reconciles, mark_synced);
     ctx.watches.stop();
 }
 

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 
 use super::{
     Position, Row, Snapshot, SnapshotReason, SourceEvent,
-    mysql::{MysqlSource, MysqlSourceError},
+    mysql::{MysqlSource, MysqlSourceError, StreamingBlocker},
     postgres::{PostgresError, PostgresSource, PostgresStream},
 };
 
@@ -24,6 +24,10 @@ pub enum SourceError {
     /// The stream ended without an error (the server closed it); reconnect.
     #[error("the change stream ended")]
     Ended,
+    /// The streaming prerequisites could not be checked (the server is unreachable); retry later
+    /// rather than decide the mode on a failed check.
+    #[error("{0}")]
+    CheckFailed(String),
 }
 
 impl SourceError {
@@ -32,7 +36,7 @@ impl SourceError {
         match self {
             Self::Mysql(e) => e.is_retryable(),
             Self::Postgres(e) => e.is_retryable(),
-            Self::Ended => true,
+            Self::Ended | Self::CheckFailed(_) => true,
         }
     }
 
@@ -40,7 +44,7 @@ impl SourceError {
     pub fn needs_snapshot(&self) -> bool {
         match self {
             Self::Mysql(e) => e.needs_snapshot(),
-            Self::Postgres(_) | Self::Ended => false,
+            Self::Postgres(_) | Self::Ended | Self::CheckFailed(_) => false,
         }
     }
 }
@@ -67,17 +71,26 @@ impl Database {
         match self {
             Self::Mysql(s) => {
                 let support = s.check_streaming().await;
+                if support.blockers.iter().any(|b| matches!(b, StreamingBlocker::CheckFailed(_))) {
+                    // An unreachable server says nothing about its privileges: never fall back on it.
+                    return Err(SourceError::CheckFailed(support.to_string()));
+                }
                 Ok((!support.is_supported()).then(|| support.to_string()))
             }
-            Self::Postgres(s) => match s.check_streaming().await {
-                Ok(()) => match s.check_replica_identity().await {
+            Self::Postgres(s) => {
+                // In order: the role may replicate, the publication exists or can be created (the stream
+                // needs it, so creating it here costs nothing), and the uid reaches deletes and updates.
+                let checks = async {
+                    s.check_streaming().await?;
+                    s.ensure_publication().await?;
+                    s.check_replica_identity().await
+                };
+                match checks.await {
                     Ok(()) => Ok(None),
                     Err(e) if e.is_retryable() => Err(e.into()),
                     Err(e) => Ok(Some(e.to_string())),
-                },
-                Err(e) if e.is_retryable() => Err(e.into()),
-                Err(e) => Ok(Some(e.to_string())),
-            },
+                }
+            }
         }
     }
 
@@ -126,6 +139,14 @@ pub enum EventStream {
 }
 
 impl EventStream {
+    /// Whether the stream starts with a new snapshot (otherwise it resumed from the checkpoint).
+    pub fn starts_with_snapshot(&self) -> bool {
+        match self {
+            Self::Mysql { pending, .. } => pending.is_some(),
+            Self::Postgres(stream) => stream.snapshot_reason().is_some(),
+        }
+    }
+
     /// The next event: the snapshot first (if one was taken), then transactions and heartbeats.
     pub async fn next_event(&mut self) -> Result<SourceEvent, SourceError> {
         match self {

@@ -17,7 +17,13 @@ async fn start(prefix: &str) -> (Client, String, tokio::task::JoinHandle<()>) {
     let client = support::client().await;
     install_crds(&client).await;
     let ns = support::namespace(&client, prefix).await;
-    let controller = tokio::spawn(lynq::hub::form::run(client.clone(), Some(ns.clone()), std::future::pending()));
+    let controller = tokio::spawn(lynq::hub::form::run(
+        client.clone(),
+        Some(ns.clone()),
+        5,
+        Default::default(),
+        std::future::pending(),
+    ));
     (client, ns, controller)
 }
 

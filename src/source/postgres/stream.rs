@@ -125,6 +125,7 @@ impl StreamState {
 
     fn commit(&mut self, end_lsn: u64, commit_time_us: i64, received_at: DateTime<Utc>) -> Result<Step, PostgresError> {
         let open = self.open.take().ok_or_else(|| protocol("Commit without Begin"))?;
+        tracing::trace!(end_lsn, changes = open.changes.len(), "commit");
         if open.changes.is_empty() {
             return Ok(Step::Skipped(end_lsn));
         }
@@ -138,6 +139,7 @@ impl StreamState {
 
     fn relation(&mut self, relation: Relation) -> Result<Step, PostgresError> {
         let is_target = relation.namespace == self.schema && relation.name == self.table;
+        tracing::trace!(id = relation.id, namespace = %relation.namespace, name = %relation.name, is_target, "relation");
         if is_target {
             self.check_relation(&relation)?;
             self.target = Some(relation.id);
