@@ -515,3 +515,71 @@ async fn password_rotation_via_the_secret(source: Source) {
     s.sql("INSERT INTO nodes VALUES ('r2', TRUE, NULL)").await;
     s.node("r2-web", |_| true).await;
 }
+
+/// The form's rollout under maxSkew does not depend on the source, so this runs on MariaDB only:
+/// a node that does not become ready within progressDeadlineSeconds stops holding the only slot,
+/// the rollout says `Failed`, and the next node is updated. It waits about a minute (the CRD's
+/// minimum deadline is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_deadline_frees_a_stuck_rollout() {
+    let s = HubScenario::standard(Source::Mysql, "hub-deadline", "Stream", "1h").await;
+    let mut s = s;
+    s.sql("INSERT INTO nodes VALUES ('d1', TRUE, NULL), ('d2', TRUE, NULL)").await;
+    // There is no kubelet: a Deployment never becomes ready, so an updated node stays busy.
+    let slow = |image: &str, rollout: serde_json::Value| {
+        json!({"apiVersion": "operator.lynq.sh/v1", "kind": "LynqForm", "metadata": {"name": "slow"},
+               "spec": {"hubId": "hub", "rollout": rollout, "deployments": [{"id": "app", "nameTemplate": "{{ .uid }}-app",
+                 "spec": {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {
+                   "selector": {"matchLabels": {"app": "{{ .uid }}"}},
+                   "template": {"metadata": {"labels": {"app": "{{ .uid }}"}},
+                                "spec": {"containers": [{"name": "app", "image": image}]}}}}}]}})
+    };
+    s.create_form_object(slow("nginx:1", json!({}))).await;
+    s.node("d1-slow", |_| true).await;
+    s.node("d2-slow", |_| true).await;
+
+    let patch = slow("nginx:2", json!({"maxSkew": 1, "progressDeadlineSeconds": 60}));
+    let form = s
+        .forms()
+        .patch("slow", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("change the form");
+    let target = form.metadata.generation.expect("generation").to_string();
+    let updated = |nodes: &[lynq::api::LynqNode]| {
+        nodes
+            .iter()
+            .filter(|n| n.annotations().get("lynq.sh/template-generation") == Some(&target))
+            .map(|n| n.name_any())
+            .collect::<BTreeSet<_>>()
+    };
+    let slow_nodes = || async {
+        let lp = kube::api::ListParams::default().labels("lynq.sh/hub=hub");
+        let nodes = s.nodes().list(&lp).await.map(|l| l.items).unwrap_or_default();
+        nodes.into_iter().filter(|n| n.spec.template_ref == "slow").collect::<Vec<_>>()
+    };
+    let first = support::eventually("one node updated", crate::hub_support::WAIT, || async {
+        let nodes = slow_nodes().await;
+        let done = updated(&nodes);
+        (done.len() == 1).then_some(done)
+    })
+    .await;
+    eprintln!("first updated node: {first:?}");
+    support::eventually("the rollout in progress with one node updating", crate::hub_support::WAIT, || async {
+        let rollout = s.forms().get("slow").await.ok()?.status?.rollout?;
+        (rollout.phase == Some(lynq::api::RolloutPhase::InProgress) && rollout.updating_nodes == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(updated(&slow_nodes().await), first, "maxSkew 1 holds the second node back");
+
+    let deadline_and_margin = std::time::Duration::from_secs(150);
+    support::eventually("the rollout marked Failed", deadline_and_margin, || async {
+        let form = s.forms().get("slow").await.ok()?;
+        let rollout = form.status?.rollout?;
+        (rollout.phase == Some(lynq::api::RolloutPhase::Failed) && rollout.failed_nodes >= Some(1)).then_some(())
+    })
+    .await;
+    support::eventually("the second node updated after the deadline", deadline_and_margin, || async {
+        (updated(&slow_nodes().await).len() == 2).then_some(())
+    })
+    .await;
+}
