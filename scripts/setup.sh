@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything lynq's tests, benchmarks and demo need on a Debian bookworm machine, and does
 # nothing when it is already present. Idempotent; safe to run on every test run.
-#   - Debian packages: etcd-server, mariadb-server, postgresql, golang-go, rsync (+ build helpers)
+#   - Debian packages: etcd-server, mariadb-server, postgresql, prometheus (promtool, and a Prometheus the
+#     tests start themselves), golang-go, rsync (+ build helpers)
 #   - kube-apiserver and kube-controller-manager v1.20.2, built once from Debian's source package
 #     into ~/.cache/lynq/k8s-v1.20.2/ (or $KUBE_ASSETS / $KUBEBUILDER_ASSETS when those hold them).
 set -euo pipefail
@@ -23,6 +24,24 @@ apt_install() {
   if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Installs Debian packages whose daemon must not run machine-wide: the tests start their own instance on a
+# free port. policy-rc.d (honoured by invoke-rc.d and deb-systemd-invoke) keeps the package scripts from
+# starting it; the service is also disabled so that it does not start at the next boot either.
+apt_install_no_daemon() {
+  local pkg=$1 policy=/usr/sbin/policy-rc.d
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && return 0
+  local own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod 0755 "$policy"
+    own_policy=1
+    trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt_install "$pkg"
+  if [ $own_policy = 1 ]; then as_root rm -f "$policy"; trap - EXIT; fi
+  if command -v systemctl >/dev/null; then as_root systemctl disable "$pkg" >/dev/null 2>&1 || true; fi
+  if command -v update-rc.d >/dev/null; then as_root update-rc.d "$pkg" disable >/dev/null 2>&1 || true; fi
 }
 
 assets_dir_ok() { [ -x "$1/kube-apiserver" ] && [ -x "$1/kube-controller-manager" ]; }
@@ -71,5 +90,6 @@ build_control_plane() {
 }
 
 apt_install etcd-server mariadb-server postgresql ca-certificates
+apt_install_no_daemon prometheus
 build_control_plane
 log "ready"

@@ -16,4 +16,6 @@ coproc DATABASES { exec target/debug/lynq env up --no-kubernetes --exit-on-stdin
 read -r announcement <&"${DATABASES[0]}" || { echo "the database environment did not start" >&2; exit 1; }
 eval "$(python3 -c 'import json, sys; i = json.loads(sys.argv[1]); print("export LYNQ_TEST_MYSQL_URL=%s LYNQ_TEST_PG_URL=%s" % (i["mysqlUrl"], i["postgresUrl"]))' "$announcement")"
 
-cargo test --locked --all-targets -- --test-threads="${LYNQ_TEST_THREADS:-4}"
+# Benchmarks are type-checked by clippy above and run only by `cargo bench` (under `cargo test
+# --all-targets` their harness-less mains would run whole benchmarks).
+cargo test --locked --lib --bins --tests -- --test-threads="${LYNQ_TEST_THREADS:-4}"

@@ -271,6 +271,7 @@ impl Applier {
             name: name.clone(),
             message: e.to_string(),
         })?;
+        crate::metrics::api_write(&kind.resource.kind, write_verb(mode, live.is_some()));
         let result = match (mode, live) {
             (WriteMode::Apply { force }, _) => {
                 let mut params = PatchParams::apply(FIELD_MANAGER);
@@ -315,6 +316,7 @@ impl Applier {
             message: e.to_string(),
         })?;
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        crate::metrics::api_write(&kind.resource.kind, "update");
         let result = self
             .api(kind, namespace)
             .replace(&name, &params, &obj)
@@ -325,6 +327,7 @@ impl Applier {
 
     /// Deletes the object (background propagation); a missing object is not an error.
     pub async fn delete(&self, kind: &ResolvedKind, namespace: Option<&str>, name: &str) -> Result<(), ApplyError> {
+        crate::metrics::api_write(&kind.resource.kind, "delete");
         match self.api(kind, namespace).delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -349,6 +352,16 @@ fn to_value(kind: &ResolvedKind, name: &str, obj: &DynamicObject) -> Result<Valu
         map.entry("kind").or_insert_with(|| Value::String(kind.resource.kind.clone()));
     }
     Ok(value)
+}
+
+/// The API verb a write in `mode` uses (for the API-writes metric).
+fn write_verb(mode: WriteMode, exists: bool) -> &'static str {
+    match (mode, exists) {
+        (WriteMode::Apply { .. }, _) => "apply",
+        (WriteMode::Merge | WriteMode::Replace, false) => "create",
+        (WriteMode::Merge, true) => "patch",
+        (WriteMode::Replace, true) => "update",
+    }
 }
 
 #[cfg(test)]

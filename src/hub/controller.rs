@@ -129,6 +129,7 @@ fn error_policy(hub: Arc<LynqHub>, error: &HubError, _ctx: Arc<HubContext>) -> A
 
 /// Keeps the hub's runner in line with its spec.
 pub async fn reconcile(hub: Arc<LynqHub>, ctx: Arc<HubContext>) -> Result<Action, HubError> {
+    let _timer = crate::metrics::ReconcileTimer::start("lynqhub");
     let key = ObjectRef::from_obj(&*hub);
     if hub.metadata.deletion_timestamp.is_some() {
         return finalize(&hub, &ctx, &key).await;
@@ -215,6 +216,7 @@ async fn finalize(hub: &LynqHub, ctx: &HubContext, key: &ObjectRef<LynqHub>) -> 
     {
         runner.stop();
     }
+    crate::metrics::hub::forget(hub);
     if !hub.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }

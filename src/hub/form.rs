@@ -83,6 +83,7 @@ pub async fn run(
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder });
+    let forget_deleted = crate::metrics::form::forget_deleted(forms.clone());
     let controller = Controller::new(forms, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
@@ -112,7 +113,11 @@ pub async fn run(
                 tracing::debug!(error = %e, "form reconcile did not complete");
             }
         });
-    tokio::join!(reconciles, mark_synced);
+    // The deletion watch never ends on its own; the controller's end ends this function.
+    tokio::select! {
+        _ = async { tokio::join!(reconciles, mark_synced) } => {}
+        _ = forget_deleted => {}
+    }
 }
 
 fn error_policy(form: Arc<LynqForm>, error: &FormError, _ctx: Arc<FormContext>) -> Action {
@@ -122,6 +127,7 @@ fn error_policy(form: Arc<LynqForm>, error: &FormError, _ctx: Arc<FormContext>) 
 
 /// Validates the form and publishes its status.
 pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Action, FormError> {
+    let _timer = crate::metrics::ReconcileTimer::start("lynqform");
     let ns = form.namespace().unwrap_or_default();
     let key = form_key(&form);
     let fail = |action: &'static str| {
@@ -152,6 +158,7 @@ pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Act
     publish_events(&form, &ctx, &validation, &hub_id).await;
     let rollouts: Vec<NodeRollout> = mine.iter().map(|n| ExistingNode::from_node(n, true).rollout()).collect();
     let status = form_status(&form, &validation, total, ready, &rollouts);
+    crate::metrics::form::record_status(&form, &status);
     if form.status.as_ref() != Some(&status) {
         let api: Api<LynqForm> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({ "status": status });

@@ -180,6 +180,7 @@ pub fn spawn(sync: HubSync, hub: &LynqHub, database: Database, fingerprint: u64)
         checkpoint: checkpoint_from_status(hub),
         force_snapshot: None,
         snapshot_reason: None,
+        metrics: crate::metrics::hub::HubMetrics::new(hub),
         database,
         sync,
         control: rx,
@@ -198,6 +199,7 @@ struct Runner {
     force_snapshot: Option<SnapshotReason>,
     /// The reason to report for the snapshot the open stream starts with, when it was forced.
     snapshot_reason: Option<SnapshotReason>,
+    metrics: crate::metrics::hub::HubMetrics,
     database: Database,
     sync: HubSync,
     control: mpsc::UnboundedReceiver<Control>,
@@ -225,6 +227,18 @@ enum SessionError {
     Diverged(usize),
 }
 
+impl SessionError {
+    /// The `reason` label of `lynq_hub_stream_reconnects_total`.
+    fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Source(_) => "source_error",
+            Self::Sync(_) => "kubernetes_error",
+            Self::StreamingImpossible(_) => "streaming_impossible",
+            Self::Diverged(_) => "diverged",
+        }
+    }
+}
+
 impl Runner {
     async fn run(mut self) {
         let mut backoff = new_backoff();
@@ -245,6 +259,7 @@ impl Runner {
                     {
                         self.force_snapshot = Some(SnapshotReason::PositionPurged);
                     }
+                    self.metrics.reconnect(e.metric_reason());
                     self.set_state(|s| {
                         s.connected = false;
                         s.message = Some(e.to_string());
@@ -266,6 +281,7 @@ impl Runner {
     fn set_state(&self, f: impl FnOnce(&mut CaptureState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
+            self.metrics.capture_state(s.mode, s.connected, s.lag_seconds, s.last_event_time);
         }
     }
 
@@ -342,9 +358,13 @@ impl Runner {
         self.snapshot_reason = forced;
         let resumed = !stream.starts_with_snapshot();
         tracing::debug!(hub = %self.key, resumed, "change stream open");
+        let note = stream.source_note();
+        if let Some((text, true)) = &note {
+            self.sync.note_publication_created(text).await;
+        }
         self.set_state(|s| {
             s.mode = Some(CaptureModeInUse::Streaming);
-            s.message = None;
+            s.message = note.map(|(text, _)| text);
             s.connected = true;
             if resumed {
                 s.start = Some(CaptureStart::Resumed);
@@ -382,6 +402,7 @@ impl Runner {
                         Err(e) => break Err(e.into()),
                     };
                     let divergences = self.sync.divergences(&rows);
+                    self.metrics.resync(divergences);
                     if divergences > 0 {
                         break Err(SessionError::Diverged(divergences));
                     }
@@ -391,7 +412,10 @@ impl Runner {
                         break Err(e.into());
                     }
                 }
-                _ = flush.tick() => self.sync.checkpoint_moved(&self.state).await,
+                _ = flush.tick() => {
+                    self.sync.checkpoint_moved(&self.state).await;
+                    self.sample_source_position().await;
+                }
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Resync(hub)) => {
                         self.sync.set_hub(*hub);
@@ -411,6 +435,7 @@ impl Runner {
             SourceEvent::Snapshot(snapshot) => {
                 let reason = self.snapshot_reason.take().unwrap_or(snapshot.reason);
                 self.set_state(|s| s.start = Some(CaptureStart::Snapshot(reason)));
+                self.metrics.snapshot(reason);
                 self.sync.note_snapshot(reason).await;
                 self.sync.replace_table(snapshot.rows);
                 self.sync.apply(BatchKind::FullRead, &self.state).await?;
@@ -423,7 +448,12 @@ impl Runner {
                 } else {
                     BatchKind::Transaction
                 };
-                self.sync.apply(kind, &self.state).await?;
+                self.metrics.transaction_started(tx.commit_time);
+                self.sync.set_commit_time(tx.commit_time);
+                let applied = self.sync.apply(kind, &self.state).await;
+                self.sync.set_commit_time(None);
+                applied?;
+                self.metrics.transaction_applied(&tx.changes, tx.commit_time, Utc::now());
                 let lag = tx.commit_time.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0);
                 self.set_state(|s| {
                     s.last_event_time = Some(Utc::now());
@@ -437,6 +467,28 @@ impl Runner {
             }
         };
         Ok(position)
+    }
+
+    /// Samples how far the applied position is behind the server (a query, so at most every
+    /// [`crate::metrics::hub::SAMPLE_INTERVAL`], never per event).
+    async fn sample_source_position(&self) {
+        if !self.metrics.sample_due() {
+            return;
+        }
+        match &self.database {
+            Database::Postgres(pg) => match pg.slot_health().await {
+                Ok(Some(h)) => self.metrics.source_position(h.behind_bytes, h.retained_wal_bytes),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(hub = %self.key, error = %e, "sampling the slot failed"),
+            },
+            Database::Mysql(my) => {
+                let Some(position) = &self.checkpoint else { return };
+                match my.binlog_bytes_behind(position).await {
+                    Ok(behind) => self.metrics.source_position(behind.map(|b| b as i64), None),
+                    Err(e) => tracing::debug!(hub = %self.key, error = %e, "sampling the binlog position failed"),
+                }
+            }
+        }
     }
 
     /// Records the new checkpoint (persisted in the hub's status, rate-limited).

@@ -68,6 +68,8 @@ pub struct HubSync {
     reported_skips: HashSet<String>,
     last_status: Option<LynqHubStatus>,
     last_status_write: Option<Instant>,
+    /// Source commit time of the transaction being applied, stamped on the nodes it writes.
+    commit_time: Option<chrono::DateTime<Utc>>,
 }
 
 impl Drop for HubSync {
@@ -107,6 +109,7 @@ impl HubSync {
             reported_skips: HashSet::new(),
             last_status: hub.status.clone(),
             last_status_write: None,
+            commit_time: None,
             client,
             engine,
             recorder,
@@ -128,6 +131,11 @@ impl HubSync {
     /// Takes a read made after the position a resumed stream replays from as the view's base.
     pub fn replace_table_as_replay_base(&mut self, rows: Vec<Row>) {
         self.table.replace_all_as_replay_base(rows);
+    }
+
+    /// Sets the source commit time of the transaction the next `apply` writes (None outside one).
+    pub fn set_commit_time(&mut self, commit_time: Option<chrono::DateTime<Utc>>) {
+        self.commit_time = commit_time;
     }
 
     /// Applies one committed transaction to the view of the table.
@@ -190,6 +198,8 @@ impl HubSync {
             now,
         };
         let decision = self.guard.evaluate(&batch);
+        let hold_started = matches!(decision.transition, Some(super::guard::Transition::Started));
+        crate::metrics::hub::deletion_guard(&self.hub, decision.hold.is_some(), hold_started);
         if let Some(transition) = decision.transition {
             let note = decision.hold.as_ref().map_or_else(
                 || format!("Deletion guard: {}", transition.event_reason()),
@@ -259,7 +269,13 @@ impl HubSync {
         form: &LynqForm,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), SyncError> {
-        let annotations = desired::node_annotations(node, &self.hub.name_any(), now);
+        let mut annotations = desired::node_annotations(node, &self.hub.name_any(), now);
+        if let Some(t) = self.commit_time {
+            annotations.insert(
+                crate::metrics::node::ANN_SOURCE_COMMIT_TIME.into(),
+                crate::metrics::node::format_commit_time(t),
+            );
+        }
         let labels = desired::node_labels(node, &self.hub.name_any());
         let vars = node_variables(node, &self.hub.name_any());
         let resources = match self.prerender(form, &vars) {
@@ -423,6 +439,11 @@ impl HubSync {
             let note = format!("Took a new consistent snapshot of the table (reason: {})", reason.as_str());
             self.event(EventType::Warning, "SnapshotTaken", note).await;
         }
+    }
+
+    /// lynq created the PostgreSQL publication the stream reads.
+    pub async fn note_publication_created(&self, note: &str) {
+        self.event(EventType::Normal, "PublicationCreated", format!("PostgreSQL: {note}")).await;
     }
 
     /// The source failed: Ready=False (DatabaseConnectionFailed) and a DatabaseQueryFailed event.

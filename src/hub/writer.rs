@@ -99,6 +99,7 @@ impl HubWriter {
             "spec": spec,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        crate::metrics::api_write("LynqNode", "apply");
         self.nodes().patch(&node.name, &params, &Patch::Apply(&body)).await.map(|_| ()).map_err(|e| WriteError {
             hub: self.hub_key(),
             action: "applying LynqNode",
@@ -109,6 +110,7 @@ impl HubWriter {
 
     /// Deletes a node (its finalizer then cleans up its resources); a missing node is fine.
     pub async fn delete_node(&self, name: &str) -> Result<(), WriteError> {
+        crate::metrics::api_write("LynqNode", "delete");
         match self.nodes().delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -125,8 +127,12 @@ impl HubWriter {
     pub async fn write_status(&self, status: &LynqHubStatus) -> Result<(), WriteError> {
         let api: Api<LynqHub> = Api::namespaced(self.client.clone(), &self.hub.namespace().unwrap_or_default());
         let patch = json!({ "status": status });
+        crate::metrics::api_write("LynqHub", "patch");
         match api.patch_status(&self.hub.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                crate::metrics::hub::record_status(&self.hub, status);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(WriteError {
                 hub: self.hub_key(),

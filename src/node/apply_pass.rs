@@ -241,10 +241,14 @@ async fn settle(
         Ok(p) => p,
         Err(message) => return Applied::new(ResourceOutcome::Failed { reason: message.clone() }),
     };
-    match apply_one(ctx, node, prepared, force).await {
+    let result = apply_one(ctx, node, prepared, force).await;
+    let policy = format!("{:?}", prepared.resource.conflict_policy());
+    crate::metrics::apply_attempt(&prepared.reference.kind, result.is_ok(), &policy);
+    match result {
         Ok((live, changed)) => readiness_of(ctx, node, prepared, &live, changed, now).await,
         Err(ApplyError::Conflict { kind, name, message }) => {
             tracing::info!(node = %super::node_key(node), resource = id, %kind, %name, %message, "field conflict");
+            crate::metrics::node::conflict(node, &kind, &policy);
             let note = format!("Resource '{id}' ({kind} {name}) is in conflict with another field manager: {message}");
             ctx.resource_event(node, EventType::Warning, "ResourceConflict", Some(id), note).await;
             Applied::new(ResourceOutcome::Conflicted)

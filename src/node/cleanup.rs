@@ -96,6 +96,7 @@ pub(super) async fn remove_orphans(
 /// finalizer and is retried (reported as CleanupPartialFailure), so nothing is leaked silently.
 pub(super) async fn finalize(node: &LynqNode, ctx: &Context) -> Result<Action, Error> {
     if !node.finalizers().iter().any(|f| f == super::FINALIZER) {
+        crate::metrics::node::forget(node);
         return Ok(Action::await_change());
     }
     let mut failures = Vec::new();
@@ -116,6 +117,7 @@ pub(super) async fn finalize(node: &LynqNode, ctx: &Context) -> Result<Action, E
         return Err(Error::Cleanup { node: node_key(node), failed: failures.len(), message });
     }
     remove_finalizer(node, ctx).await?;
+    crate::metrics::node::forget(node);
     ctx.event(node, EventType::Normal, "LynqNodeDeleted", format!("LynqNode {} cleaned up", node_key(node))).await;
     Ok(Action::await_change())
 }

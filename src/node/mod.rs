@@ -223,10 +223,17 @@ pub async fn reconcile(node: Arc<LynqNode>, ctx: Arc<Context>) -> Result<Action,
     if node.metadata.deletion_timestamp.is_some() {
         return cleanup::finalize(&node, &ctx).await;
     }
+    let timer = crate::metrics::node::ReconcileTimer::start(&node);
+    let result = reconcile_live(&node, &ctx).await;
+    timer.finish(result.is_ok());
+    result
+}
+
+async fn reconcile_live(node: &LynqNode, ctx: &Context) -> Result<Action, Error> {
     if !node.finalizers().iter().any(|f| f == FINALIZER) {
-        add_finalizer(&node, &ctx).await?;
+        add_finalizer(node, ctx).await?;
     }
-    apply_pass::reconcile_resources(&node, &ctx).await
+    apply_pass::reconcile_resources(node, ctx).await
 }
 
 /// Backoff on errors: the node is retried, never dropped.

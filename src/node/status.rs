@@ -40,6 +40,7 @@ pub(super) async fn publish_early_exit(node: &LynqNode, ctx: &Context, exit: Ear
     status.observed_generation = node.metadata.generation;
     status.conditions =
         Some(merge_conditions(status.conditions.as_deref(), &conditions, Utc::now(), node.metadata.generation));
+    crate::metrics::node::record_status(node, &status, None);
     write_status(node, ctx, status).await?;
     // Nothing to retry until the node or its form changes; the slow requeue is only a safety net.
     Ok(Action::requeue(super::FORCE_REAPPLY_INTERVAL))
@@ -81,6 +82,7 @@ pub(super) async fn publish(
         )),
         last_full_reconcile_at: last_full,
     };
+    crate::metrics::node::record_status(node, &status, Some(summary.conflicted));
     if changed {
         let (type_, reason) = if summary.failed > 0 {
             (EventType::Warning, "TemplateAppliedPartial")
@@ -155,6 +157,7 @@ fn merge_conditions(
 async fn write_status(node: &LynqNode, ctx: &Context, status: LynqNodeStatus) -> Result<(), Error> {
     let api: Api<LynqNode> = Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": status });
+    crate::metrics::api_write("LynqNode", "patch");
     match api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         // The node is gone: nothing left to report on.

@@ -78,11 +78,11 @@ impl Database {
                 Ok((!support.is_supported()).then(|| support.to_string()))
             }
             Self::Postgres(s) => {
-                // In order: the role may replicate, the publication exists or can be created (the stream
-                // needs it, so creating it here costs nothing), and the uid reaches deletes and updates.
+                // In order: the role may replicate, the publication exists or may be created, and the
+                // uid reaches deletes and updates.
                 let checks = async {
                     s.check_streaming().await?;
-                    s.ensure_publication().await?;
+                    s.check_publication().await?;
                     s.check_replica_identity().await
                 };
                 match checks.await {
@@ -139,6 +139,15 @@ pub enum EventStream {
 }
 
 impl EventStream {
+    /// What the status should say about the stream's set-up (PostgreSQL: which publication, and
+    /// whether lynq just created it).
+    pub fn source_note(&self) -> Option<(String, bool)> {
+        match self {
+            Self::Mysql { .. } => None,
+            Self::Postgres(stream) => Some((stream.publication_note(), stream.publication().created_now)),
+        }
+    }
+
     /// Whether the stream starts with a new snapshot (otherwise it resumed from the checkpoint).
     pub fn starts_with_snapshot(&self) -> bool {
         match self {

@@ -66,6 +66,14 @@ async fn deleting_the_hub_drops_its_slot() {
     s.sql("INSERT INTO nodes VALUES ('a', TRUE, NULL)").await;
     s.node("a-web", |_| true).await;
     assert!(slot_exists(&mut s).await, "the streaming hub has a slot");
+    // lynq made the publication, and says so (status and event).
+    let hub = s
+        .hub_until("hub", "the publication in the status", |h| {
+            crate::hub_support::capture_message(h).contains("created publication")
+        })
+        .await;
+    eprintln!("[pg] {}", crate::hub_support::capture_message(&hub));
+    s.hub_event("hub", "PublicationCreated", "created publication").await;
     s.delete_hub("hub").await;
     crate::support::eventually("the slot to be dropped", crate::hub_support::WAIT, || {
         let url = s.url.clone();

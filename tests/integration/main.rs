@@ -13,5 +13,7 @@ mod hub_restarts;
 mod hub_scenarios;
 mod hub_support;
 mod leader;
+mod manifests;
+mod metrics;
 mod node;
 mod node_policies;

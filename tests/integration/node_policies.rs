@@ -614,9 +614,18 @@ async fn custom_resources_are_applied_gated_on_ready_and_deleted_when_removed() 
         }
     })
     .await;
-    let node = s.node_ready("cr-web", "True").await;
-    let keys = node.status.and_then(|st| st.applied_resources).expect("keys");
-    assert!(!keys.iter().any(|k| k.starts_with("Widget/")), "{keys:?}");
+    // The node was Ready before the change too: wait for the status of the pass that removed it.
+    let nodes: Api<LynqNode> = Api::namespaced(s.client.clone(), &s.ns);
+    support::eventually("the Widget gone from appliedResources", WAIT, || {
+        let nodes = nodes.clone();
+        async move {
+            let keys = nodes.get("cr-web").await.ok()?.status?.applied_resources?;
+            (!keys.iter().any(|k| k.starts_with("Widget/")) && keys.iter().any(|k| k.starts_with("ConfigMap/")))
+                .then_some(())
+        }
+    })
+    .await;
+    s.node_ready("cr-web", "True").await;
 }
 
 // ---------------------------------------------------------------------------------------------

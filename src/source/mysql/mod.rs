@@ -9,6 +9,8 @@
 //! errors, or after a new snapshot for [`MysqlSourceError::needs_snapshot`]) from its last *applied*
 //! position; apply is idempotent, so a replayed transaction is harmless.
 
+#[doc(hidden)]
+pub mod bench_decode;
 mod error;
 mod queries;
 mod schema;

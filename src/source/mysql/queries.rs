@@ -272,6 +272,22 @@ impl MysqlSource {
         }))
     }
 
+    /// Binlog bytes between `pos` and the end of the server's last binary log (the
+    /// `lynq_hub_source_behind_bytes` metric); None when `pos` is not a listed binlog position.
+    pub async fn binlog_bytes_behind(&self, pos: &Position) -> Result<Option<u64>, MysqlSourceError> {
+        let Position::Binlog { file, pos, .. } = pos else {
+            return Ok(None);
+        };
+        let mut conn = self.conn("connecting to list binary logs").await?;
+        let logs: Vec<SqlRow> = conn
+            .query("SHOW BINARY LOGS")
+            .await
+            .map_err(|e| self.inner.ctx.query("binary logs", "listing binary logs", e))?;
+        let sizes: Vec<(String, u64)> =
+            logs.iter().filter_map(|row| Some((row.get::<String, _>(0)?, row.get::<u64, _>(1)?))).collect();
+        Ok(bytes_behind(&sizes, file, *pos))
+    }
+
     /// A consistent read of the table and the exact binlog position it corresponds to.
     pub async fn snapshot(&self, reason: SnapshotReason) -> Result<Snapshot, MysqlSourceError> {
         match self.flavor().await? {
@@ -376,6 +392,13 @@ pub(crate) fn snapshot_coordinates(status: &[(String, String)]) -> Option<(Strin
     Some((file, pos))
 }
 
+/// Bytes from `pos` in `file` to the end of the last log, given `SHOW BINARY LOGS` (name, size) in order.
+fn bytes_behind(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
+    let start = logs.iter().position(|(name, _)| name == file)?;
+    let rest: u64 = logs[start..].iter().map(|(_, size)| size).sum();
+    Some(rest.saturating_sub(pos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,5 +486,13 @@ mod tests {
         ];
         assert_eq!(snapshot_coordinates(&status), Some(("binlog.000001".into(), 1913)));
         assert_eq!(snapshot_coordinates(&[("Binlog_snapshot_file".into(), String::new())]), None);
+    }
+
+    #[test]
+    fn bytes_behind_span_the_following_logs() {
+        let logs = vec![("b.000001".to_string(), 1000), ("b.000002".to_string(), 500), ("b.000003".to_string(), 200)];
+        assert_eq!(super::bytes_behind(&logs, "b.000002", 300), Some(400));
+        assert_eq!(super::bytes_behind(&logs, "b.000003", 200), Some(0));
+        assert_eq!(super::bytes_behind(&logs, "b.000000", 4), None);
     }
 }

@@ -5,6 +5,8 @@
 //! so snapshot text and stream text are byte-identical. The replication slot is the durable
 //! checkpoint: the hub acknowledges a transaction's position only after applying it.
 
+#[doc(hidden)]
+pub mod bench_decode;
 mod error;
 mod names;
 pub mod pgoutput;
@@ -205,6 +207,17 @@ impl PostgresSource {
     pub async fn ensure_publication(&self) -> Result<PublicationStatus, PostgresError> {
         let client = sql::connect(&self.config).await?;
         sql::ensure_publication(&self.config, &client).await
+    }
+
+    /// Whether the publication exists or this role may create it, without leaving anything behind:
+    /// the creation is tried inside a transaction that is rolled back.
+    pub async fn check_publication(&self) -> Result<(), PostgresError> {
+        let client = sql::connect(&self.config).await?;
+        let ctx = self.config.context("checking the publication");
+        client.batch_execute("BEGIN").await.map_err(|e| error::from_sql(ctx, e))?;
+        let result = sql::ensure_publication(&self.config, &client).await;
+        let _ = client.batch_execute("ROLLBACK").await;
+        result.map(|_| ())
     }
 
     /// Fail with the fix when the uid column's old value would not reach the stream.

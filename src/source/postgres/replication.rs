@@ -88,6 +88,17 @@ impl PostgresStream {
         self.publication
     }
 
+    /// Which publication the stream reads and who made it, in words for the hub's status.
+    pub fn publication_note(&self) -> String {
+        let name = &self.config.publication_name;
+        let table = self.config.qualified_table_name();
+        match (self.publication.created_now, self.publication.owned_by_lynq) {
+            (true, _) => format!("created publication {name} for table {table}; it is dropped with the hub"),
+            (false, true) => format!("streaming from publication {name}, created by lynq; it is dropped with the hub"),
+            (false, false) => format!("streaming from the existing publication {name}"),
+        }
+    }
+
     /// Stop streaming and close the walsender session.
     pub async fn shutdown(mut self) -> Result<(), PostgresError> {
         let ctx = self.config.context("closing the replication stream");
