@@ -92,4 +92,7 @@ build_control_plane() {
 apt_install etcd-server mariadb-server postgresql ca-certificates
 apt_install_no_daemon prometheus
 build_control_plane
+# kubectl with its built-in kustomize (v5) is part of the machine image here; Debian's kubernetes-client
+# (1.20) carries a kustomize too old for manifests/, so it is required rather than installed.
+command -v kubectl >/dev/null || { echo "[setup] kubectl (>= 1.27, with kustomize v5) is required on PATH" >&2; exit 1; }
 log "ready"

@@ -401,10 +401,10 @@ impl Runner {
                         Ok(rows) => rows,
                         Err(e) => break Err(e.into()),
                     };
-                    let divergences = self.sync.divergences(&rows);
-                    self.metrics.resync(divergences);
-                    if divergences > 0 {
-                        break Err(SessionError::Diverged(divergences));
+                    let divergences = self.sync.divergence_kinds(&rows);
+                    self.metrics.resync(&divergences);
+                    if divergences.total() > 0 {
+                        break Err(SessionError::Diverged(divergences.total()));
                     }
                     // The read agrees with the stream: it is a full read for the deletion guard
                     // (only a full read can confirm or cancel a held mass deletion).

@@ -145,8 +145,19 @@ impl HubSync {
 
     /// How many rows a fresh read of the table disagrees on (0 while the stream is exact).
     pub fn divergences(&self, rows: &[Row]) -> usize {
+        self.divergence_kinds(rows).total()
+    }
+
+    /// The rows a fresh read of the table disagrees on, by kind (missing, unexpected, stale).
+    pub fn divergence_kinds(&self, rows: &[Row]) -> crate::metrics::hub::Divergences {
         let fresh = TableState::from_rows(&self.mapping, rows.to_vec());
-        self.table.divergent_uids(&fresh, &self.mapping).len()
+        let uids = self.table.divergent_uids(&fresh, &self.mapping);
+        let held = |state: &TableState, uid: &str| !state.rows_with_uid(uid).is_empty();
+        crate::metrics::hub::Divergences::classify(
+            uids.iter().map(String::as_str),
+            |u| held(&self.table, u),
+            |u| held(&fresh, u),
+        )
     }
 
     fn hub_forms(&self) -> Vec<Arc<LynqForm>> {

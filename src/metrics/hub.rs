@@ -41,7 +41,7 @@ desc!(
     DIVERGENCES,
     "lynq_hub_resync_divergences_total",
     Kind::Counter,
-    "Rows where a periodic full read disagreed with the stream."
+    "Rows where a periodic full read disagreed with the stream, by kind (missing, unexpected, stale)."
 );
 desc!(GUARD_HOLDS, "lynq_hub_deletion_guard_holds_total", Kind::Counter, "Mass deletions held by the deletion guard.");
 desc!(GUARD_ACTIVE, "lynq_hub_deletion_guard_active", Kind::Gauge, "1 while the deletion guard holds a mass deletion.");
@@ -179,13 +179,16 @@ impl HubMetrics {
         REGISTRY.add(&SNAPSHOTS, self.with("reason", reason.as_str()), 1.0);
     }
 
-    /// A periodic resync compared the table with the stream and found `divergences` rows differing.
-    pub fn resync(&self, divergences: usize) {
+    /// A periodic resync compared the table with the stream and found `divergences`.
+    pub fn resync(&self, divergences: &Divergences) {
         if !self.live() {
             return;
         }
         REGISTRY.add(&RESYNCS, self.labels.clone(), 1.0);
-        REGISTRY.add(&DIVERGENCES, self.labels.clone(), divergences as f64);
+        // Every kind is added, zeros included, so that `increase()` alerts see the series from the start.
+        for (kind, n) in divergences.by_kind() {
+            REGISTRY.add(&DIVERGENCES, self.with("kind", kind), n as f64);
+        }
     }
 
     /// A session ended in error and will be retried (`reason`: a short cause class).
@@ -208,6 +211,46 @@ impl HubMetrics {
         if let Some(b) = retained_wal_bytes {
             REGISTRY.set(&RETAINED_WAL, self.labels.clone(), b as f64);
         }
+    }
+}
+
+/// How a periodic full read disagreed with the stream's view of the table, counted by row uid.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Divergences {
+    /// Uids the table has and the stream's view lacks (a change the stream never delivered).
+    pub missing: usize,
+    /// Uids the stream's view has and the table no longer has (a delete the stream never delivered).
+    pub unexpected: usize,
+    /// Uids both have, with different mapped values (an update the stream never delivered).
+    pub stale: usize,
+}
+
+impl Divergences {
+    /// Classifies the divergent `uids` by whether the stream's view and the fresh read hold them.
+    pub fn classify<'a>(
+        uids: impl IntoIterator<Item = &'a str>,
+        in_stream: impl Fn(&str) -> bool,
+        in_table: impl Fn(&str) -> bool,
+    ) -> Self {
+        let mut d = Self::default();
+        for uid in uids {
+            match (in_stream(uid), in_table(uid)) {
+                (false, _) => d.missing += 1,
+                (true, false) => d.unexpected += 1,
+                (true, true) => d.stale += 1,
+            }
+        }
+        d
+    }
+
+    /// Every divergent uid, whatever its kind.
+    pub fn total(&self) -> usize {
+        self.missing + self.unexpected + self.stale
+    }
+
+    /// The counts under their `kind` label values.
+    pub fn by_kind(&self) -> [(&'static str, usize); 3] {
+        [("missing", self.missing), ("unexpected", self.unexpected), ("stale", self.stale)]
     }
 }
 
@@ -318,6 +361,31 @@ mod tests {
         assert!(text.contains(r#"hub_desired{hub="h1",namespace="hub-forget"} 2"#), "{text}");
         forget(&h);
         assert!(!REGISTRY.render().contains("hub-forget"), "{}", REGISTRY.render());
+    }
+
+    #[test]
+    fn divergences_are_classified_by_where_the_uid_is() {
+        let stream = ["a", "b"];
+        let table = ["b", "c"];
+        let d = Divergences::classify(["a", "b", "c"], |u| stream.contains(&u), |u| table.contains(&u));
+        assert_eq!(d, Divergences { missing: 1, unexpected: 1, stale: 1 });
+        assert_eq!(d.total(), 3);
+    }
+
+    #[test]
+    fn a_resync_counts_every_divergence_kind_even_at_zero() {
+        let m = HubMetrics::new(&hub("hub-resync", "h1"));
+        m.resync(&Divergences { missing: 0, unexpected: 2, stale: 0 });
+        let text = REGISTRY.render();
+        let series = |kind: &str, n: u32| {
+            format!(
+                r#"lynq_hub_resync_divergences_total{{namespace="hub-resync",hub="h1",source="mysql",kind="{kind}"}} {n}"#
+            )
+        };
+        for expected in [series("missing", 0), series("unexpected", 2), series("stale", 0)] {
+            assert!(text.contains(&expected), "{expected} in {text}");
+        }
+        assert!(text.contains(r#"lynq_hub_resyncs_total{namespace="hub-resync",hub="h1",source="mysql"} 1"#));
     }
 
     #[test]

@@ -232,3 +232,33 @@ async fn scrape(source: Source) {
     let labels = [format!(r#"hub="hub",namespace="{ns}""#), format!(r#"namespace="{ns}",hub="hub""#)];
     series_gone(metrics_port, "the deleted hub's series disappear", &labels).await;
 }
+
+/// A row written with the binlog switched off reaches lynq only through the periodic resync: the
+/// divergence is counted under its kind and the re-snapshot that repairs it under its reason.
+#[tokio::test]
+async fn a_resync_counts_a_row_the_binlog_never_carried_by_kind() {
+    let mut s = HubScenario::new(Source::Mysql, "mresync").await;
+    s.sql(&Source::Mysql.nodes_table("nodes")).await;
+    s.create_hub("hub", &s.target("nodes"), "Stream", "2s").await;
+    s.create_form("web", "hub").await;
+    let dir = scratch(&s.ns);
+    let metrics_port = free_port();
+    let _operator = start_operator(&s.ns, &dir, metrics_port);
+    let ns = s.ns.clone();
+    let series = |family: &str, label: &str, value: u32| {
+        format!(r#"{family}{{namespace="{ns}",hub="hub",source="mysql",{label}}} {value}"#)
+    };
+    let divergences = |kind: &str, n: u32| series("lynq_hub_resync_divergences_total", &format!(r#"kind="{kind}""#), n);
+
+    // A resync that agrees with the stream already exports every kind, at zero.
+    let agreeing = [divergences("missing", 0), divergences("unexpected", 0), divergences("stale", 0)];
+    metrics_until(metrics_port, "a resync agreeing with the stream", |m| agreeing.iter().all(|l| m.contains(l))).await;
+
+    s.sql("SET SESSION sql_log_bin = 0; INSERT INTO nodes VALUES ('hidden', 1, 'gold'); SET SESSION sql_log_bin = 1")
+        .await;
+    let counted = [divergences("missing", 1), divergences("unexpected", 0), divergences("stale", 0)];
+    metrics_until(metrics_port, "the missing row counted", |m| counted.iter().all(|l| m.contains(l))).await;
+    s.node("hidden-web", |_| true).await;
+    let resnapshot = series("lynq_hub_snapshots_total", r#"reason="resync""#, 1);
+    metrics_until(metrics_port, "the repairing snapshot counted", |m| m.contains(&resnapshot)).await;
+}
