@@ -64,6 +64,12 @@ fn bin_dirs() -> Vec<PathBuf> {
 impl Postgres {
     /// Runs initdb, starts postgres and sets the superuser password.
     pub async fn start(root: &Path, logs: &Path) -> Result<Self, EnvError> {
+        Self::start_with_settings(root, logs, &[]).await
+    }
+
+    /// As [`Postgres::start`], with extra `name=value` server settings that override the defaults
+    /// (e.g. `wal_level=replica` to test a server that cannot decode logically).
+    pub async fn start_with_settings(root: &Path, logs: &Path, extra: &[&str]) -> Result<Self, EnvError> {
         let bins = bin_dirs();
         let initdb = super::find_binary("initdb", &bins, "Debian package postgresql")?;
         let server = super::find_binary("postgres", &bins, "Debian package postgresql")?;
@@ -100,6 +106,7 @@ impl Postgres {
             vec!["-D".into(), data.display().to_string(), "-p".into(), port.to_string()],
             vec!["-k".into(), socket_dir.display().to_string()],
             settings(),
+            extra.iter().flat_map(|setting| ["-c".to_owned(), (*setting).to_owned()]).collect(),
         ]
         .concat();
         let probe_args = vec![

@@ -39,6 +39,11 @@ impl Drop for PrivateServer {
 
 impl PrivateServer {
     async fn start(source: Source, label: &str) -> Self {
+        Self::start_with(source, label, &[]).await
+    }
+
+    /// PostgreSQL `name=value` settings (ignored for MariaDB, whose defaults these tests need).
+    async fn start_with(source: Source, label: &str, pg_settings: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("lynq-private-").tempdir().expect("temp dir");
         // PostgreSQL runs as its own user and must traverse into this directory.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
@@ -46,7 +51,9 @@ impl PrivateServer {
         std::fs::create_dir_all(&logs).expect("log dir");
         let server = match source {
             Source::Mysql => Server::Mysql(MariaDb::start(dir.path(), &logs).await.expect("private MariaDB")),
-            Source::Postgres => Server::Postgres(Postgres::start(dir.path(), &logs).await.expect("private PostgreSQL")),
+            Source::Postgres => Server::Postgres(
+                Postgres::start_with_settings(dir.path(), &logs, pg_settings).await.expect("private PostgreSQL"),
+            ),
         };
         Self { server: Some(server), _dir: dir }
     }
@@ -154,6 +161,41 @@ async fn purged_binlog_leads_to_a_new_snapshot() {
     s.hub_event("hub", "SnapshotTaken", "position_purged").await;
     s.node("b-web", |_| true).await;
     s.node_gone("a-web").await;
+    s.stop_operator().await;
+    drop(s);
+    server.stop().await;
+}
+
+/// A PostgreSQL server without `wal_level=logical` cannot stream: Auto polls (and says why), Stream
+/// reports the setting and its fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_without_logical_wal_falls_back_to_polling() {
+    let server = PrivateServer::start_with(Source::Postgres, "hub-wal-replica", &["wal_level=replica"]).await;
+    let admin = server.admin_url();
+    let mut s = HubScenario::new_on(Source::Postgres, "hub-walrep", Some(&admin)).await;
+    s.sql(&Source::Postgres.nodes_table("nodes")).await;
+    s.create_hub("auto", &s.target("nodes"), "Auto", "1s").await;
+    s.create_hub("strict", &s.target("nodes"), "Stream", "1s").await;
+    s.create_form("wa", "auto").await;
+    s.create_form("ws", "strict").await;
+    s.start_operator();
+    s.sql("INSERT INTO nodes VALUES ('p1', TRUE, NULL)").await;
+    s.node("p1-wa", |_| true).await;
+    let auto = s
+        .hub_until("auto", "polling", |h| {
+            h.status.as_ref().and_then(|st| st.change_capture.as_ref()).and_then(|c| c.mode)
+                == Some(lynq::api::CaptureModeInUse::Polling)
+        })
+        .await;
+    let message = crate::hub_support::capture_message(&auto);
+    assert!(message.contains("wal_level"), "Auto says why it polls: {message}");
+    let strict = s
+        .hub_until("strict", "not ready", |h| {
+            crate::hub_support::condition(h, "Ready").is_some_and(|(st, _, m)| st == "False" && m.contains("wal_level"))
+        })
+        .await;
+    eprintln!("[pg] Auto: {message}; Stream: {:?}", crate::hub_support::condition(&strict, "Ready"));
+    assert!(!s.node_log().seen("p1-ws"), "a Stream hub that cannot stream creates nothing");
     s.stop_operator().await;
     drop(s);
     server.stop().await;
