@@ -174,19 +174,8 @@ async fn postgres_without_logical_wal_falls_back_to_polling() {
     let admin = server.admin_url();
     let mut s = HubScenario::new_on(Source::Postgres, "hub-walrep", Some(&admin)).await;
     s.sql(&Source::Postgres.nodes_table("nodes")).await;
-    s.create_hub("auto", &s.target("nodes"), "Auto", "1s").await;
-    s.create_hub("strict", &s.target("nodes"), "Stream", "1s").await;
-    s.create_form("wa", "auto").await;
-    s.create_form("ws", "strict").await;
-    s.start_operator();
-    s.sql("INSERT INTO nodes VALUES ('p1', TRUE, NULL)").await;
-    s.node("p1-wa", |_| true).await;
-    let auto = s
-        .hub_until("auto", "polling", |h| {
-            h.status.as_ref().and_then(|st| st.change_capture.as_ref()).and_then(|c| c.mode)
-                == Some(lynq::api::CaptureModeInUse::Polling)
-        })
-        .await;
+    s.start_auto_and_strict(&s.target("nodes"), "1s").await;
+    let auto = s.hub_in_mode("auto", lynq::api::CaptureModeInUse::Polling).await;
     let message = crate::hub_support::capture_message(&auto);
     assert!(message.contains("wal_level"), "Auto says why it polls: {message}");
     let strict = s

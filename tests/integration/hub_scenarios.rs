@@ -326,19 +326,8 @@ async fn privileges_decide_the_mode(source: Source) {
     }
     s.put_secret("ro", "ro-pass").await;
     let target = crate::hub_support::Target { username: user.clone(), secret: "ro".into(), ..s.target("nodes") };
-    s.create_hub("auto", &target, "Auto", "2s").await;
-    s.create_hub("strict", &target, "Stream", "2s").await;
-    s.create_form("wa", "auto").await;
-    s.create_form("ws", "strict").await;
-    s.start_operator();
-    s.sql("INSERT INTO nodes VALUES ('p1', TRUE, NULL)").await;
-    s.node("p1-wa", |_| true).await;
-    let auto = s
-        .hub_until("auto", "polling", |h| {
-            h.status.as_ref().and_then(|st| st.change_capture.as_ref()).and_then(|c| c.mode)
-                == Some(CaptureModeInUse::Polling)
-        })
-        .await;
+    s.start_auto_and_strict(&target, "2s").await;
+    let auto = s.hub_in_mode("auto", CaptureModeInUse::Polling).await;
     let message = capture_message(&auto);
     eprintln!("[{}] Auto: {message}", source.label());
     assert!(message.contains("REPLICATION"), "Auto says why it polls: {message}");
@@ -367,11 +356,7 @@ async fn privileges_decide_the_mode(source: Source) {
             .await
         }
     }
-    s.hub_until("auto", "streaming once the grant is fixed", |h| {
-        h.status.as_ref().and_then(|st| st.change_capture.as_ref()).and_then(|c| c.mode)
-            == Some(CaptureModeInUse::Streaming)
-    })
-    .await;
+    s.hub_in_mode("auto", CaptureModeInUse::Streaming).await;
     s.sql("INSERT INTO nodes VALUES ('p2', TRUE, NULL)").await;
     s.node("p2-wa", |_| true).await;
 }

@@ -479,6 +479,26 @@ impl HubScenario {
         }
     }
 
+    /// Hubs `auto` (changeCapture Auto) and `strict` (Stream) on `target` with forms `wa` and `ws`, the
+    /// operator started and row `p1` committed; returns once the Auto hub made `p1-wa`.
+    pub(crate) async fn start_auto_and_strict(&mut self, target: &Target, interval: &str) {
+        self.create_hub("auto", target, "Auto", interval).await;
+        self.create_hub("strict", target, "Stream", interval).await;
+        self.create_form("wa", "auto").await;
+        self.create_form("ws", "strict").await;
+        self.start_operator();
+        self.sql("INSERT INTO nodes VALUES ('p1', TRUE, NULL)").await;
+        self.node("p1-wa", |_| true).await;
+    }
+
+    /// Waits until hub `name` reports `mode` in `status.changeCapture`, returning it.
+    pub(crate) async fn hub_in_mode(&self, name: &str, mode: lynq::api::CaptureModeInUse) -> LynqHub {
+        self.hub_until(name, &format!("{mode:?}"), |h| {
+            h.status.as_ref().and_then(|st| st.change_capture.as_ref()).and_then(|c| c.mode) == Some(mode)
+        })
+        .await
+    }
+
     /// Waits until hub `name` satisfies `check`, returning it.
     pub(crate) async fn hub_until(&self, name: &str, what: &str, check: impl Fn(&LynqHub) -> bool) -> LynqHub {
         let api = self.hubs();

@@ -18,10 +18,7 @@ use kube::{
 };
 use lynq::api::LynqNode;
 use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    process::{Child, Command},
-};
+use tokio::process::{Child, Command};
 
 use crate::{
     hub_support::{HubScenario, Source},
@@ -102,7 +99,7 @@ impl Replica {
     /// GET `path` on the probe (or metrics) port: status code, headers and body.
     async fn get(&self, metrics: bool, path: &str) -> Option<(u16, String, String)> {
         let port = if metrics { self.metrics_port } else { self.probe_port };
-        http_get(port, path).await
+        support::http_get(port, path).await
     }
 
     /// Waits until `path` answers `code` with a body containing `text`.
@@ -127,18 +124,6 @@ impl Replica {
             .unwrap_or_else(|_| panic!("[{label}] did not exit within {WAIT:?}"))
             .expect("wait for the replica")
     }
-}
-
-/// A minimal HTTP/1.1 GET (the endpoints answer with a Content-Length body).
-async fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, head.to_string(), body.to_string()))
 }
 
 /// The Lease's current holder.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     process::{Child, Command},
 };
 
@@ -32,18 +32,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// A minimal HTTP/1.1 GET: status code and body (chunk framing, if any, is left in the body).
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 /// Percent-encodes a PromQL query for a URL.
@@ -98,7 +86,10 @@ fn start_prometheus(dir: &Path, target: u16, port: u16) -> Child {
 /// Waits until `/metrics` answers with a body satisfying `check`.
 async fn metrics_until(port: u16, what: &str, check: impl Fn(&str) -> bool) -> String {
     support::eventually(what, WAIT, || async {
-        http_get(port, "/metrics").await.filter(|(code, body)| *code == 200 && check(body)).map(|(_, b)| b)
+        support::http_get(port, "/metrics")
+            .await
+            .filter(|(code, _, body)| *code == 200 && check(body))
+            .map(|(_, _, b)| b)
     })
     .await
 }
@@ -107,7 +98,7 @@ async fn metrics_until(port: u16, what: &str, check: impl Fn(&str) -> bool) -> S
 async fn series_gone(port: u16, what: &str, needles: &[String]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = http_get(port, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
+        let text = support::http_get(port, "/metrics").await.map(|(_, _, body)| body).unwrap_or_default();
         let left: Vec<&str> = text.lines().filter(|l| needles.iter().any(|n| l.contains(n.as_str()))).collect();
         if !text.is_empty() && left.is_empty() {
             return;
@@ -181,10 +172,12 @@ async fn scrape(source: Source) {
     let query = format!(r#"lynq_hub_change_lag_seconds_count{{namespace="{ns}",hub="hub"}}"#);
     let path = format!("/api/v1/query?query={}", encode(&query));
     let answer = support::eventually("Prometheus returns the hub's change lag", WAIT, || async {
-        http_get(prometheus_port, &path)
+        support::http_get(prometheus_port, &path)
             .await
-            .filter(|(code, body)| *code == 200 && body.contains(r#""__name__":"lynq_hub_change_lag_seconds_count""#))
-            .map(|(_, body)| body)
+            .filter(|(code, _, body)| {
+                *code == 200 && body.contains(r#""__name__":"lynq_hub_change_lag_seconds_count""#)
+            })
+            .map(|(_, _, body)| body)
     })
     .await;
     eprintln!("Prometheus: {answer}");

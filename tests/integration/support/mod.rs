@@ -166,3 +166,17 @@ pub async fn pg_database(prefix: &str) -> (String, String) {
     let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL has a database");
     (name.clone(), format!("{base}/{name}"))
 }
+
+/// A minimal HTTP/1.1 GET to 127.0.0.1: status code, head and body (chunk framing, if any, is left in
+/// the body; the operator's and Prometheus's endpoints answer with a Content-Length body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, head.to_string(), body.to_string()))
+}
