@@ -22,6 +22,19 @@ use kube::CustomResourceExt;
 /// API group of every lynq CRD.
 pub const GROUP: &str = "operator.lynq.sh";
 
+/// An API for namespaced kind `K` in `namespace`, or across all namespaces when there is none (the
+/// operator's `--watch-namespace`).
+pub fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// The three CRDs, post-processed where the derive cannot express Lynq's schema.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut form = LynqForm::crd();

@@ -31,6 +31,7 @@ use super::{
     sync::HubSync,
 };
 use crate::{
+    api::scoped_api,
     api::{LynqForm, LynqHub},
     source::capture::Database,
     template::Engine,
@@ -73,14 +74,9 @@ pub async fn run(
     started: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (hubs, forms, secrets): (Api<LynqHub>, Api<LynqForm>, Api<Secret>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let ns = namespace.as_deref();
+    let (hubs, forms, secrets): (Api<LynqHub>, Api<LynqForm>, Api<Secret>) =
+        (scoped_api(&client, ns), scoped_api(&client, ns), scoped_api(&client, ns));
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(HubContext { client, engine: Engine::new(), recorder, runners: Mutex::default() });
     let controller = Controller::new(hubs, watcher::Config::default())

@@ -29,6 +29,7 @@ use super::{
     rollout::{NodeRollout, RolloutSettings, rollout_status},
 };
 use crate::{
+    api::scoped_api,
     api::{LynqForm, LynqFormStatus, LynqHub, LynqNode},
     node::render::syntax_of,
     template::Engine,
@@ -73,14 +74,9 @@ pub async fn run(
     synced: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (forms, nodes, hubs): (Api<LynqForm>, Api<LynqNode>, Api<LynqHub>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let ns = namespace.as_deref();
+    let (forms, nodes, hubs): (Api<LynqForm>, Api<LynqNode>, Api<LynqHub>) =
+        (scoped_api(&client, ns), scoped_api(&client, ns), scoped_api(&client, ns));
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder });
     let forget_deleted = crate::metrics::form::forget_deleted(forms.clone());

@@ -191,10 +191,7 @@ fn truncate(mut s: String, max: usize) -> String {
 /// Runs the node controller until `shutdown` resolves.
 pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (ctx, triggers) = Context::new(client.clone(), config.clone());
-    let nodes: Api<LynqNode> = match &config.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let nodes: Api<LynqNode> = crate::api::scoped_api(&client, config.namespace.as_deref());
     let controller = Controller::new(nodes, watcher::Config::default());
     let cache = controller.store();
     let synced = config.synced.clone();
