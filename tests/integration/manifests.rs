@@ -141,8 +141,8 @@ fn manifests_default_builds_with_a_hardened_deployment() {
     assert_eq!(port("probes"), Some(json!(8081)));
     assert_eq!(port("metrics"), Some(json!(8080)));
     assert_eq!(container["livenessProbe"]["httpGet"]["port"], "probes");
-    assert_eq!(container["resources"]["requests"], json!({"cpu": "50m", "memory": "64Mi"}));
-    assert_eq!(container["resources"]["limits"], json!({"cpu": "1", "memory": "256Mi"}));
+    assert_eq!(container["resources"]["requests"], json!({"cpu": "100m", "memory": "256Mi"}));
+    assert_eq!(container["resources"]["limits"], json!({"cpu": "1", "memory": "512Mi"}));
     let service = find(&docs, "Service", "lynq-controller-manager-metrics-service");
     assert_eq!(service["metadata"]["annotations"]["prometheus.io/scrape"], "true");
     assert_eq!(service["metadata"]["annotations"]["prometheus.io/port"], "8080");
