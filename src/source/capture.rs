@@ -77,20 +77,11 @@ impl Database {
                 }
                 Ok((!support.is_supported()).then(|| support.to_string()))
             }
-            Self::Postgres(s) => {
-                // In order: the role may replicate, the publication exists or may be created, and the
-                // uid reaches deletes and updates.
-                let checks = async {
-                    s.check_streaming().await?;
-                    s.check_publication().await?;
-                    s.check_replica_identity().await
-                };
-                match checks.await {
-                    Ok(()) => Ok(None),
-                    Err(e) if e.is_retryable() => Err(e.into()),
-                    Err(e) => Ok(Some(e.to_string())),
-                }
-            }
+            Self::Postgres(s) => match s.streaming_checks().await {
+                Ok(()) => Ok(None),
+                Err(e) if e.is_retryable() => Err(e.into()),
+                Err(e) => Ok(Some(e.to_string())),
+            },
         }
     }
 

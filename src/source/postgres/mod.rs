@@ -209,13 +209,21 @@ impl PostgresSource {
         sql::ensure_publication(&self.config, &client).await
     }
 
+    /// Every check that decides whether the hub can stream, on one connection and in order: the role
+    /// may replicate, the publication exists or may be created, and the uid reaches deletes and updates.
+    pub async fn streaming_checks(&self) -> Result<(), PostgresError> {
+        let client = sql::connect(&self.config).await?;
+        sql::check_streaming(&self.config, &client).await?;
+        self.publication_check(&client).await?;
+        sql::check_replica_identity(&self.config, &client).await
+    }
+
     /// Whether the publication exists or this role may create it, without leaving anything behind:
     /// the creation is tried inside a transaction that is rolled back.
-    pub async fn check_publication(&self) -> Result<(), PostgresError> {
-        let client = sql::connect(&self.config).await?;
+    async fn publication_check(&self, client: &tokio_postgres::Client) -> Result<(), PostgresError> {
         let ctx = self.config.context("checking the publication");
         client.batch_execute("BEGIN").await.map_err(|e| error::from_sql(ctx, e))?;
-        let result = sql::ensure_publication(&self.config, &client).await;
+        let result = sql::ensure_publication(&self.config, client).await;
         let _ = client.batch_execute("ROLLBACK").await;
         result.map(|_| ())
     }
