@@ -86,6 +86,26 @@ async fn fresh(admin: &Client, config: &PostgresConfig, ddl: &str) {
         .expect("create table");
 }
 
+/// One test's table on the shared server, created afresh; the shared hold on server settings lasts
+/// as long as the test keeps `_shared`.
+struct Fixture {
+    url: String,
+    admin: Client,
+    config: PostgresConfig,
+    _shared: tokio::sync::RwLockReadGuard<'static, ()>,
+}
+
+/// The fixture for `table` (uid column `uid`, extra `columns`), recreated with `ddl`; None (the test
+/// is skipped) without LYNQ_TEST_PG_URL.
+async fn fixture(table: &str, columns: &[&str], ddl: &str) -> Option<Fixture> {
+    let url = test_url()?;
+    let shared = SERVER_SETTINGS.read().await;
+    let admin = admin(&url).await;
+    let config = config(&url, table, "uid", columns);
+    fresh(&admin, &config, ddl).await;
+    Some(Fixture { url, admin, config, _shared: shared })
+}
+
 /// Wait (bounded by GUARD) until no walsender holds the slot.
 async fn wait_slot_inactive(admin: &Client, slot: &str) {
     let poll = async {
@@ -157,11 +177,11 @@ fn lsn(position: &Position) -> u64 {
 
 #[tokio::test]
 async fn snapshot_and_stream_hand_off_without_loss_or_duplicates() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_handoff", "uid", &["name"]);
-    fresh(&admin, &config, "CREATE TABLE e2e_handoff (uid text PRIMARY KEY, name text)").await;
+    let Some(Fixture { url, admin, config, _shared }) =
+        fixture("e2e_handoff", &["name"], "CREATE TABLE e2e_handoff (uid text PRIMARY KEY, name text)").await
+    else {
+        return;
+    };
     admin
         .batch_execute("INSERT INTO e2e_handoff SELECT 'pre' || i, 'n' FROM generate_series(1, 20) i")
         .await
@@ -208,17 +228,16 @@ async fn snapshot_and_stream_hand_off_without_loss_or_duplicates() {
 
 #[tokio::test]
 async fn multi_row_transaction_is_one_source_transaction() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_multi", "uid", &["name", "born"]);
-    fresh(
-        &admin,
-        &config,
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_multi",
+        &["name", "born"],
         "CREATE TABLE e2e_multi (uid text PRIMARY KEY, name text, born timestamptz, skipped text);
          CREATE TABLE IF NOT EXISTS e2e_multi_other (id int)",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     let created = PublicationStatus { created_now: true, owned_by_lynq: true };
@@ -254,18 +273,17 @@ async fn multi_row_transaction_is_one_source_transaction() {
 
 #[tokio::test]
 async fn update_and_delete_with_replica_identity_full() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_full", "uid", &["name"]);
-    fresh(
-        &admin,
-        &config,
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_full",
+        &["name"],
         "CREATE TABLE e2e_full (id int PRIMARY KEY, uid text, name text);
          ALTER TABLE e2e_full REPLICA IDENTITY FULL;
          INSERT INTO e2e_full VALUES (1, 'u1', 'old')",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     assert_eq!(snapshot.rows, vec![row(&[("uid", "u1"), ("name", "old")])]);
@@ -299,16 +317,15 @@ async fn update_and_delete_with_replica_identity_full() {
 
 #[tokio::test]
 async fn update_and_delete_with_uid_as_primary_key() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_pk", "uid", &["name"]);
-    fresh(
-        &admin,
-        &config,
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_pk",
+        &["name"],
         "CREATE TABLE e2e_pk (uid text PRIMARY KEY, name text); INSERT INTO e2e_pk VALUES ('a', 'old')",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, _) = start_with_snapshot(&source, false).await;
     admin
@@ -335,18 +352,17 @@ async fn update_and_delete_with_uid_as_primary_key() {
 
 #[tokio::test]
 async fn toasted_value_is_unchanged_across_an_update() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_toast", "uid", &["name", "big"]);
-    fresh(
-        &admin,
-        &config,
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_toast",
+        &["name", "big"],
         "CREATE TABLE e2e_toast (uid text PRIMARY KEY, name text, big text);
          INSERT INTO e2e_toast
          SELECT 'a', 'old', string_agg(md5(i::text), '') FROM generate_series(1, 4000) i",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     let big = snapshot.rows.first().and_then(|r| r.get("big")).cloned();
@@ -362,11 +378,11 @@ async fn toasted_value_is_unchanged_across_an_update() {
 
 #[tokio::test]
 async fn uid_outside_the_replica_identity_is_refused_with_the_fix() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_noident", "uid", &["name"]);
-    fresh(&admin, &config, "CREATE TABLE e2e_noident (id int PRIMARY KEY, uid text, name text)").await;
+    let Some(Fixture { url: _, admin, config, _shared }) =
+        fixture("e2e_noident", &["name"], "CREATE TABLE e2e_noident (id int PRIMARY KEY, uid text, name text)").await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     let err = source.start(false).await.err().expect("start must fail");
     let PostgresError::ReplicaIdentity { table, column, fix } = &err else {
@@ -382,11 +398,11 @@ async fn uid_outside_the_replica_identity_is_refused_with_the_fix() {
 
 #[tokio::test]
 async fn slot_dropped_by_hand_takes_a_slot_missing_snapshot() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_slotmiss", "uid", &[]);
-    fresh(&admin, &config, "CREATE TABLE e2e_slotmiss (uid text PRIMARY KEY)").await;
+    let Some(Fixture { url: _, admin, config, _shared }) =
+        fixture("e2e_slotmiss", &[], "CREATE TABLE e2e_slotmiss (uid text PRIMARY KEY)").await
+    else {
+        return;
+    };
     let slot = config.slot_name.clone();
     let source = PostgresSource::new(config).expect("config");
     let (stream, _) = start_with_snapshot(&source, false).await;
@@ -406,11 +422,11 @@ async fn slot_dropped_by_hand_takes_a_slot_missing_snapshot() {
 
 #[tokio::test]
 async fn role_without_replication_is_a_missing_privilege() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let mut config = config(&url, "e2e_norepl", "uid", &[]);
-    fresh(&admin, &config, "CREATE TABLE e2e_norepl (uid text PRIMARY KEY)").await;
+    let Some(Fixture { url: _, admin, mut config, _shared }) =
+        fixture("e2e_norepl", &[], "CREATE TABLE e2e_norepl (uid text PRIMARY KEY)").await
+    else {
+        return;
+    };
     admin
         .batch_execute(
             "DO $$ BEGIN
@@ -479,16 +495,15 @@ fn stream_and_source_can_move_between_tasks() {
 
 #[tokio::test]
 async fn ack_advances_the_slot_and_resume_continues_after_it() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_ack", "uid", &[]);
-    fresh(
-        &admin,
-        &config,
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_ack",
+        &[],
         "CREATE TABLE e2e_ack (uid text PRIMARY KEY); CREATE TABLE IF NOT EXISTS e2e_ack_other (id int)",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let slot = config.slot_name.clone();
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
@@ -537,11 +552,11 @@ async fn ack_advances_the_slot_and_resume_continues_after_it() {
 
 #[tokio::test]
 async fn stale_walsender_is_terminated_on_resume() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_stale", "uid", &[]);
-    fresh(&admin, &config, "CREATE TABLE e2e_stale (uid text PRIMARY KEY)").await;
+    let Some(Fixture { url: _, admin, config, _shared }) =
+        fixture("e2e_stale", &[], "CREATE TABLE e2e_stale (uid text PRIMARY KEY)").await
+    else {
+        return;
+    };
     let source = PostgresSource::new(config).expect("config");
     // The first stream stays open, as a crashed-but-connected previous instance would.
     let (_stale, _) = start_with_snapshot(&source, false).await;
@@ -682,11 +697,15 @@ async fn wrong_password_is_an_authentication_error_on_both_connections() {
 /// resync read and the stream alike, so a boolean activate column works with Lynq's truthy set.
 #[tokio::test]
 async fn booleans_read_as_true_and_false_everywhere() {
-    let Some(url) = test_url() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
-    let admin = admin(&url).await;
-    let config = config(&url, "e2e_booleans", "uid", &["active", "note"]);
-    fresh(&admin, &config, "CREATE TABLE e2e_booleans (uid text PRIMARY KEY, active boolean, note text)").await;
+    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+        "e2e_booleans",
+        &["active", "note"],
+        "CREATE TABLE e2e_booleans (uid text PRIMARY KEY, active boolean, note text)",
+    )
+    .await
+    else {
+        return;
+    };
     admin
         .batch_execute("INSERT INTO e2e_booleans VALUES ('a', true, 't'), ('b', false, 'f'), ('c', NULL, NULL)")
         .await
