@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -35,7 +35,7 @@ pub struct ProcSample {
 impl Operator {
     /// Starts `lynq run` watching `namespace`, logging to `log`, and waits until it is ready.
     pub async fn start(kubeconfig: &Path, namespace: &str, log: &Path) -> anyhow::Result<Self> {
-        let health_port = free_port()?;
+        let health_port = lynq::localenv::process::free_port()?;
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(env!("CARGO_BIN_EXE_lynq"))
             .arg("run")
@@ -105,11 +105,6 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// A TCP port nothing listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The HTTP status of `GET path` on localhost, None when nothing answers.

@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,7 +17,7 @@ use kube::{
 };
 use lynq::api::LynqNode;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::{
     hub_support::{HubScenario, Source},
@@ -37,30 +36,16 @@ struct Replica {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 impl Replica {
     /// Starts a replica for namespace `ns` electing on Lease `ns/lease`.
     fn start(ns: &str, lease: &str, label: &'static str) -> Self {
-        let (probe_port, metrics_port) = (free_port(), free_port());
+        let (probe_port, metrics_port) = (support::free_port(), support::free_port());
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lynq-leader-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{ns}-{label}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let kubeconfig = support::env().kubeconfig.clone().expect("environment has a control plane");
-        let child = Command::new(env!("CARGO_BIN_EXE_lynq"))
-            .args(["run", "--leader-elect", "--leader-election-namespace", ns, "--leader-election-id", lease])
-            .args(["--watch-namespace", ns, "--log-format", "json", "--log-level", "info,lynq=debug"])
-            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
-            .arg(format!("--health-probe-bind-address=127.0.0.1:{probe_port}"))
-            .env("KUBECONFIG", kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
+        let child = support::operator_command(ns, metrics_port, probe_port, &log)
+            .args(["--leader-elect", "--leader-election-namespace", ns, "--leader-election-id", lease])
+            .args(["--log-format", "json", "--log-level", "info,lynq=debug"])
             .spawn()
             .expect("spawn lynq run");
         eprintln!("[{label}] lynq run (pid {:?}), logs in {}", child.id(), log.display());

@@ -21,11 +21,6 @@ use crate::{
 /// How long the operator and Prometheus may take (scrapes run every second).
 const WAIT: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 /// A scratch directory under the target dir, fresh for `name`.
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lynq-metrics").join(name);
@@ -47,17 +42,8 @@ fn encode(query: &str) -> String {
 
 /// `lynq run` for one namespace, with its metrics and probe ports.
 fn start_operator(ns: &str, dir: &Path, metrics_port: u16) -> Child {
-    let kubeconfig = support::env().kubeconfig.clone().expect("environment has a control plane");
-    let log = std::fs::File::create(dir.join("lynq.log")).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_lynq"))
-        .args(["run", "--watch-namespace", ns, "--log-format", "text"])
-        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
-        .arg(format!("--health-probe-bind-address=127.0.0.1:{}", free_port()))
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
+    support::operator_command(ns, metrics_port, support::free_port(), &dir.join("lynq.log"))
+        .args(["--log-format", "text"])
         .spawn()
         .expect("spawn lynq run")
 }
@@ -156,7 +142,7 @@ async fn scrape(source: Source) {
     }))
     .await;
     let dir = scratch(&s.ns);
-    let (metrics_port, prometheus_port) = (free_port(), free_port());
+    let (metrics_port, prometheus_port) = (support::free_port(), support::free_port());
     let _operator = start_operator(&s.ns, &dir, metrics_port);
     let _prometheus = start_prometheus(&dir, metrics_port, prometheus_port);
     eprintln!("logs of lynq run and prometheus in {}", dir.display());
@@ -235,7 +221,7 @@ async fn a_resync_counts_a_row_the_binlog_never_carried_by_kind() {
     s.create_hub("hub", &s.target("nodes"), "Stream", "2s").await;
     s.create_form("web", "hub").await;
     let dir = scratch(&s.ns);
-    let metrics_port = free_port();
+    let metrics_port = support::free_port();
     let _operator = start_operator(&s.ns, &dir, metrics_port);
     let ns = s.ns.clone();
     let series = |family: &str, label: &str, value: u32| {

@@ -180,3 +180,31 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, head.to_string(), body.to_string()))
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    lynq::localenv::process::free_port().expect("a free port")
+}
+
+/// `lynq run` for namespace `ns` against the test environment, serving metrics and probes on the given
+/// ports and writing its logs to `log`; callers add their own flags. Killed when dropped.
+pub fn operator_command(
+    ns: &str,
+    metrics_port: u16,
+    probe_port: u16,
+    log: &std::path::Path,
+) -> tokio::process::Command {
+    let kubeconfig = env().kubeconfig.clone().expect("environment has a control plane");
+    let log = std::fs::File::create(log).expect("operator log file");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lynq"));
+    command
+        .args(["run", "--watch-namespace", ns])
+        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
+        .arg(format!("--health-probe-bind-address=127.0.0.1:{probe_port}"))
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    command
+}
