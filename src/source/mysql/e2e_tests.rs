@@ -30,12 +30,12 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Purge needs the binlog to itself.
 static BINLOG_LOCK: RwLock<()> = RwLock::const_new(());
 
-fn admin_opts() -> Option<Opts> {
-    let Ok(url) = std::env::var("LYNQ_TEST_MYSQL_URL") else {
-        eprintln!("LYNQ_TEST_MYSQL_URL is not set; skipping MySQL end-to-end test");
-        return None;
-    };
-    Some(Opts::from_url(&url).expect("LYNQ_TEST_MYSQL_URL is a valid mysql:// URL"))
+/// The admin account of the test server; a test without one fails rather than passing unrun.
+fn admin_opts() -> Opts {
+    let url = std::env::var("LYNQ_TEST_MYSQL_URL").unwrap_or_else(|_| {
+        panic!("LYNQ_TEST_MYSQL_URL is not set: run scripts/test.sh, which starts the MariaDB these tests need")
+    });
+    Opts::from_url(&url).expect("LYNQ_TEST_MYSQL_URL is a valid mysql:// URL")
 }
 
 async fn admin(opts: &Opts) -> Conn {
@@ -103,7 +103,7 @@ fn text(row: &Row, column: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_then_stream_loses_and_duplicates_nothing_under_concurrent_inserts() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.read().await;
     let db = "lynq_e2e_handoff";
     let mut conn = admin(&opts).await;
@@ -169,7 +169,7 @@ const TYPES_ROWS: &[&str] = &[
 
 #[tokio::test]
 async fn every_column_type_streams_exactly_as_select_shows_it() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.read().await;
     let db = "lynq_e2e_types";
     let mut conn = admin(&opts).await;
@@ -199,7 +199,7 @@ async fn every_column_type_streams_exactly_as_select_shows_it() {
 
 #[tokio::test]
 async fn transactions_group_rows_filter_other_databases_and_report_truncate() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.read().await;
     let db = "lynq_e2e_tx";
     let other = "lynq_e2e_tx_other";
@@ -254,7 +254,7 @@ async fn transactions_group_rows_filter_other_databases_and_report_truncate() {
 
 #[tokio::test]
 async fn purged_position_is_position_unavailable() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.write().await;
     let db = "lynq_e2e_purge";
     let mut conn = admin(&opts).await;
@@ -278,7 +278,7 @@ async fn purged_position_is_position_unavailable() {
 
 #[tokio::test]
 async fn select_only_user_is_told_which_privilege_is_missing() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.read().await;
     let db = "lynq_e2e_priv";
     let mut conn = admin(&opts).await;
@@ -310,7 +310,7 @@ async fn select_only_user_is_told_which_privilege_is_missing() {
 
 #[tokio::test]
 async fn view_is_readable_but_not_streamable() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let db = "lynq_e2e_view";
     let mut conn = admin(&opts).await;
     setup(&mut conn, db).await;
@@ -334,7 +334,7 @@ async fn view_is_readable_but_not_streamable() {
 
 #[tokio::test]
 async fn second_stream_with_the_same_server_id_evicts_the_first_with_duplicate_server_id() {
-    let Some(opts) = admin_opts() else { return };
+    let opts = admin_opts();
     let _guard = BINLOG_LOCK.read().await;
     let db = "lynq_e2e_dup";
     let mut conn = admin(&opts).await;
@@ -362,9 +362,6 @@ async fn second_stream_with_the_same_server_id_evicts_the_first_with_duplicate_s
 /// in front of the others mid-stream is picked up, so values keep landing in the right columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_without_row_metadata_from_information_schema() {
-    if admin_opts().is_none() {
-        return;
-    }
     let root = tempfile::tempdir().expect("temporary directory");
     let server =
         crate::localenv::MariaDb::start_with_server_args(root.path(), root.path(), &["--binlog-row-metadata=NO_LOG"])

@@ -1,7 +1,7 @@
 //! End-to-end tests against a private PostgreSQL with `wal_level=logical`.
 //!
 //! Set `LYNQ_TEST_PG_URL` to a superuser URL (e.g. `postgres://postgres@127.0.0.1:54321/postgres`);
-//! without it every test prints a notice and passes without running. Each test uses its own
+//! without it every test fails, naming the variable (scripts/test.sh sets it). Each test uses its own
 //! table, slot and publication, so they run in parallel.
 
 use std::collections::BTreeSet;
@@ -21,13 +21,11 @@ const GUARD: Duration = Duration::from_secs(90);
 /// tests' slots: it runs alone (write), the others together (read).
 static SERVER_SETTINGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn test_url() -> Option<String> {
+/// The superuser URL of the test server; a test without one fails rather than passing unrun.
+fn test_url() -> String {
     match std::env::var("LYNQ_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipping PostgreSQL end-to-end test: LYNQ_TEST_PG_URL is not set");
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("LYNQ_TEST_PG_URL is not set: run scripts/test.sh, which starts the PostgreSQL these tests need"),
     }
 }
 
@@ -95,15 +93,14 @@ struct Fixture {
     _shared: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
-/// The fixture for `table` (uid column `uid`, extra `columns`), recreated with `ddl`; None (the test
-/// is skipped) without LYNQ_TEST_PG_URL.
-async fn fixture(table: &str, columns: &[&str], ddl: &str) -> Option<Fixture> {
-    let url = test_url()?;
+/// The fixture for `table` (uid column `uid`, extra `columns`), recreated with `ddl`.
+async fn fixture(table: &str, columns: &[&str], ddl: &str) -> Fixture {
+    let url = test_url();
     let shared = SERVER_SETTINGS.read().await;
     let admin = admin(&url).await;
     let config = config(&url, table, "uid", columns);
     fresh(&admin, &config, ddl).await;
-    Some(Fixture { url, admin, config, _shared: shared })
+    Fixture { url, admin, config, _shared: shared }
 }
 
 /// Wait (bounded by GUARD) until no walsender holds the slot.
@@ -177,11 +174,8 @@ fn lsn(position: &Position) -> u64 {
 
 #[tokio::test]
 async fn snapshot_and_stream_hand_off_without_loss_or_duplicates() {
-    let Some(Fixture { url, admin, config, _shared }) =
-        fixture("e2e_handoff", &["name"], "CREATE TABLE e2e_handoff (uid text PRIMARY KEY, name text)").await
-    else {
-        return;
-    };
+    let Fixture { url, admin, config, _shared } =
+        fixture("e2e_handoff", &["name"], "CREATE TABLE e2e_handoff (uid text PRIMARY KEY, name text)").await;
     admin
         .batch_execute("INSERT INTO e2e_handoff SELECT 'pre' || i, 'n' FROM generate_series(1, 20) i")
         .await
@@ -228,16 +222,13 @@ async fn snapshot_and_stream_hand_off_without_loss_or_duplicates() {
 
 #[tokio::test]
 async fn multi_row_transaction_is_one_source_transaction() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_multi",
         &["name", "born"],
         "CREATE TABLE e2e_multi (uid text PRIMARY KEY, name text, born timestamptz, skipped text);
          CREATE TABLE IF NOT EXISTS e2e_multi_other (id int)",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     let created = PublicationStatus { created_now: true, owned_by_lynq: true };
@@ -273,17 +264,14 @@ async fn multi_row_transaction_is_one_source_transaction() {
 
 #[tokio::test]
 async fn update_and_delete_with_replica_identity_full() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_full",
         &["name"],
         "CREATE TABLE e2e_full (id int PRIMARY KEY, uid text, name text);
          ALTER TABLE e2e_full REPLICA IDENTITY FULL;
          INSERT INTO e2e_full VALUES (1, 'u1', 'old')",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     assert_eq!(snapshot.rows, vec![row(&[("uid", "u1"), ("name", "old")])]);
@@ -317,15 +305,12 @@ async fn update_and_delete_with_replica_identity_full() {
 
 #[tokio::test]
 async fn update_and_delete_with_uid_as_primary_key() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_pk",
         &["name"],
         "CREATE TABLE e2e_pk (uid text PRIMARY KEY, name text); INSERT INTO e2e_pk VALUES ('a', 'old')",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, _) = start_with_snapshot(&source, false).await;
     admin
@@ -352,17 +337,14 @@ async fn update_and_delete_with_uid_as_primary_key() {
 
 #[tokio::test]
 async fn toasted_value_is_unchanged_across_an_update() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_toast",
         &["name", "big"],
         "CREATE TABLE e2e_toast (uid text PRIMARY KEY, name text, big text);
          INSERT INTO e2e_toast
          SELECT 'a', 'old', string_agg(md5(i::text), '') FROM generate_series(1, 4000) i",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
     let big = snapshot.rows.first().and_then(|r| r.get("big")).cloned();
@@ -378,11 +360,8 @@ async fn toasted_value_is_unchanged_across_an_update() {
 
 #[tokio::test]
 async fn uid_outside_the_replica_identity_is_refused_with_the_fix() {
-    let Some(Fixture { url: _, admin, config, _shared }) =
-        fixture("e2e_noident", &["name"], "CREATE TABLE e2e_noident (id int PRIMARY KEY, uid text, name text)").await
-    else {
-        return;
-    };
+    let Fixture { url: _, admin, config, _shared } =
+        fixture("e2e_noident", &["name"], "CREATE TABLE e2e_noident (id int PRIMARY KEY, uid text, name text)").await;
     let source = PostgresSource::new(config).expect("config");
     let err = source.start(false).await.err().expect("start must fail");
     let PostgresError::ReplicaIdentity { table, column, fix } = &err else {
@@ -398,11 +377,8 @@ async fn uid_outside_the_replica_identity_is_refused_with_the_fix() {
 
 #[tokio::test]
 async fn slot_dropped_by_hand_takes_a_slot_missing_snapshot() {
-    let Some(Fixture { url: _, admin, config, _shared }) =
-        fixture("e2e_slotmiss", &[], "CREATE TABLE e2e_slotmiss (uid text PRIMARY KEY)").await
-    else {
-        return;
-    };
+    let Fixture { url: _, admin, config, _shared } =
+        fixture("e2e_slotmiss", &[], "CREATE TABLE e2e_slotmiss (uid text PRIMARY KEY)").await;
     let slot = config.slot_name.clone();
     let source = PostgresSource::new(config).expect("config");
     let (stream, _) = start_with_snapshot(&source, false).await;
@@ -422,11 +398,8 @@ async fn slot_dropped_by_hand_takes_a_slot_missing_snapshot() {
 
 #[tokio::test]
 async fn role_without_replication_is_a_missing_privilege() {
-    let Some(Fixture { url: _, admin, mut config, _shared }) =
-        fixture("e2e_norepl", &[], "CREATE TABLE e2e_norepl (uid text PRIMARY KEY)").await
-    else {
-        return;
-    };
+    let Fixture { url: _, admin, mut config, _shared } =
+        fixture("e2e_norepl", &[], "CREATE TABLE e2e_norepl (uid text PRIMARY KEY)").await;
     admin
         .batch_execute(
             "DO $$ BEGIN
@@ -454,7 +427,7 @@ async fn role_without_replication_is_a_missing_privilege() {
 
 #[tokio::test]
 async fn a_users_publication_is_used_checked_and_never_dropped() {
-    let Some(url) = test_url() else { return };
+    let url = test_url();
     let _shared = SERVER_SETTINGS.read().await;
     let admin = admin(&url).await;
     let mut config = config(&url, "e2e_userpub", "uid", &[]);
@@ -495,15 +468,12 @@ fn stream_and_source_can_move_between_tasks() {
 
 #[tokio::test]
 async fn ack_advances_the_slot_and_resume_continues_after_it() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_ack",
         &[],
         "CREATE TABLE e2e_ack (uid text PRIMARY KEY); CREATE TABLE IF NOT EXISTS e2e_ack_other (id int)",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let slot = config.slot_name.clone();
     let source = PostgresSource::new(config).expect("config");
     let (mut stream, snapshot) = start_with_snapshot(&source, false).await;
@@ -552,11 +522,8 @@ async fn ack_advances_the_slot_and_resume_continues_after_it() {
 
 #[tokio::test]
 async fn stale_walsender_is_terminated_on_resume() {
-    let Some(Fixture { url: _, admin, config, _shared }) =
-        fixture("e2e_stale", &[], "CREATE TABLE e2e_stale (uid text PRIMARY KEY)").await
-    else {
-        return;
-    };
+    let Fixture { url: _, admin, config, _shared } =
+        fixture("e2e_stale", &[], "CREATE TABLE e2e_stale (uid text PRIMARY KEY)").await;
     let source = PostgresSource::new(config).expect("config");
     // The first stream stays open, as a crashed-but-connected previous instance would.
     let (_stale, _) = start_with_snapshot(&source, false).await;
@@ -570,7 +537,7 @@ async fn stale_walsender_is_terminated_on_resume() {
 
 #[tokio::test]
 async fn invalidated_slot_is_recreated_with_a_snapshot() {
-    let Some(url) = test_url() else { return };
+    let url = test_url();
     let _alone = SERVER_SETTINGS.write().await;
     let admin = admin(&url).await;
     let config = config(&url, "e2e_lost", "uid", &[]);
@@ -615,14 +582,56 @@ async fn invalidated_slot_is_recreated_with_a_snapshot() {
 }
 
 /// `LYNQ_TEST_PG_TLS_CA`: a CA (PEM) whose certificate the server presents for "localhost".
-fn tls_ca() -> Option<std::path::PathBuf> {
-    match std::env::var("LYNQ_TEST_PG_TLS_CA") {
-        Ok(path) if !path.is_empty() => Some(path.into()),
-        _ => {
-            eprintln!("skipping PostgreSQL TLS test: LYNQ_TEST_PG_TLS_CA is not set");
-            None
-        }
+/// A private PostgreSQL serving TLS with a certificate for `localhost` issued by a throw-away CA
+/// (made with the `openssl` command line); returns the server and the CA certificate's path.
+async fn tls_server(dir: &std::path::Path) -> (crate::localenv::Postgres, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extension file");
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lynq-test-ca"]
+            .into_iter()
+            .chain(["-keyout", "ca.key", "-out", "ca.crt"])
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(
+        &["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+            .into_iter()
+            .chain(["-extfile", "server.ext", "-out", "server.crt"])
+            .collect::<Vec<_>>(),
+    );
+    // The server reads its key as the postgres user, and only from a file no one else may read.
+    let postgres = nix::unistd::User::from_name("postgres").expect("user lookup").expect("a postgres user");
+    for file in ["server.crt", "server.key"] {
+        nix::unistd::chown(&dir.join(file), Some(postgres.uid), Some(postgres.gid)).expect("chown");
     }
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let cert = format!("ssl_cert_file={}", dir.join("server.crt").display());
+    let key = format!("ssl_key_file={}", dir.join("server.key").display());
+    let server = crate::localenv::Postgres::start_with_settings(dir, dir, &["ssl=on", &cert, &key])
+        .await
+        .expect("a private PostgreSQL with TLS");
+    (server, dir.join("ca.crt"))
 }
 
 /// Whether the walsender streaming from `slot` uses TLS.
@@ -640,9 +649,9 @@ async fn walsender_uses_tls(admin: &Client, slot: &str) -> bool {
 
 #[tokio::test]
 async fn tls_modes_reach_both_connections() {
-    let Some(url) = test_url() else { return };
-    let Some(ca) = tls_ca() else { return };
-    let _shared = SERVER_SETTINGS.read().await;
+    let dir = tempfile::Builder::new().prefix("lynq-pg-tls-").tempdir().expect("temporary directory");
+    let (server, ca) = tls_server(dir.path()).await;
+    let url = server.url.clone();
     let admin = admin(&url).await;
     let base = config(&url, "e2e_tls", "uid", &[]);
     fresh(&admin, &base, "CREATE TABLE e2e_tls (uid text PRIMARY KEY)").await;
@@ -673,11 +682,12 @@ async fn tls_modes_reach_both_connections() {
     let err = untrusted.check_streaming().await.expect_err("untrusted certificate");
     assert!(matches!(err, PostgresError::Tls { .. }), "{err}");
     require.drop_slot().await.expect("drop slot");
+    server.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn wrong_password_is_an_authentication_error_on_both_connections() {
-    let Some(url) = test_url() else { return };
+    let url = test_url();
     let _shared = SERVER_SETTINGS.read().await;
     let mut config = config(&url, "e2e_auth", "uid", &[]);
     config.password = "definitely-wrong".into();
@@ -697,15 +707,12 @@ async fn wrong_password_is_an_authentication_error_on_both_connections() {
 /// resync read and the stream alike, so a boolean activate column works with Lynq's truthy set.
 #[tokio::test]
 async fn booleans_read_as_true_and_false_everywhere() {
-    let Some(Fixture { url: _, admin, config, _shared }) = fixture(
+    let Fixture { url: _, admin, config, _shared } = fixture(
         "e2e_booleans",
         &["active", "note"],
         "CREATE TABLE e2e_booleans (uid text PRIMARY KEY, active boolean, note text)",
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     admin
         .batch_execute("INSERT INTO e2e_booleans VALUES ('a', true, 't'), ('b', false, 'f'), ('c', NULL, NULL)")
         .await
