@@ -44,6 +44,11 @@ pub fn phase_value(phase: RolloutPhase) -> f64 {
 
 /// Records the rollout gauges from the status the form controller computed.
 pub fn record_status(form: &LynqForm, status: &LynqFormStatus) {
+    // A form deleted while its status was being computed must not get its series back.
+    super::while_live(&form.uid().unwrap_or_default(), || record_rollout(form, status));
+}
+
+fn record_rollout(form: &LynqForm, status: &LynqFormStatus) {
     let (ns, name) = (form.namespace().unwrap_or_default(), form.name_any());
     let Some(rollout) = &status.rollout else {
         // No limited rollout (any more): Lynq's rollout gauges only describe maxSkew rollouts.
@@ -66,8 +71,9 @@ pub fn record_status(form: &LynqForm, status: &LynqFormStatus) {
 }
 
 /// Removes the series of a deleted form (its rollout gauges and its nodes' provisioning latencies).
-pub fn forget(namespace: &str, name: &str) {
-    REGISTRY.remove_matching(&[("namespace", namespace), ("form", name)]);
+pub fn forget(form: &LynqForm) {
+    let (ns, name) = (form.namespace().unwrap_or_default(), form.name_any());
+    super::retire(form.uid(), || REGISTRY.remove_matching(&[("namespace", &ns), ("form", &name)]));
 }
 
 /// Watches forms and forgets each one's series when it is deleted (forms carry no finalizer, so the
@@ -77,7 +83,7 @@ pub async fn forget_deleted(forms: Api<LynqForm>) {
         .default_backoff()
         .for_each(|event| async move {
             if let Ok(watcher::Event::Delete(form)) = event {
-                forget(&form.namespace().unwrap_or_default(), &form.name_any());
+                forget(&form);
             }
         })
         .await;

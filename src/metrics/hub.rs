@@ -95,9 +95,10 @@ impl HubMetrics {
         }
     }
 
-    /// False once the hub was deleted: a runner still winding down must not bring its series back.
-    fn live(&self) -> bool {
-        !is_retired(&self.uid)
+    /// Runs `record` unless the hub was deleted (a runner still winding down must not bring its
+    /// series back); see [`super::while_live`].
+    fn record(&self, record: impl FnOnce()) {
+        super::while_live(&self.uid, record);
     }
 
     /// Whether the source position is due for sampling; marks it sampled when it is.
@@ -119,24 +120,23 @@ impl HubMetrics {
     /// A transaction arrived and its LynqNode writes begin: until they are applied, the current lag
     /// grows from its commit time (an operator stuck on the API server shows up in the gauge).
     pub fn transaction_started(&self, commit_time: Option<DateTime<Utc>>) {
-        if let (true, Some(t)) = (self.live(), commit_time) {
-            REGISTRY.set_since(&LAG, self.labels.clone(), t);
+        if let Some(t) = commit_time {
+            self.record(|| REGISTRY.set_since(&LAG, self.labels.clone(), t));
         }
     }
 
     /// A transaction's LynqNode writes were applied: its lag (when the source gave a commit time)
     /// and its changes.
     pub fn transaction_applied(&self, changes: &[RowChange], commit_time: Option<DateTime<Utc>>, now: DateTime<Utc>) {
-        if !self.live() {
-            return;
-        }
-        REGISTRY.add(&TRANSACTIONS, self.labels.clone(), 1.0);
-        for change in changes {
-            REGISTRY.add(&CHANGES, self.with("operation", operation(change)), 1.0);
-        }
-        if let Some(t) = commit_time {
-            REGISTRY.observe(&CHANGE_LAG, self.labels.clone(), lag_seconds(t, now));
-        }
+        self.record(|| {
+            REGISTRY.add(&TRANSACTIONS, self.labels.clone(), 1.0);
+            for change in changes {
+                REGISTRY.add(&CHANGES, self.with("operation", operation(change)), 1.0);
+            }
+            if let Some(t) = commit_time {
+                REGISTRY.observe(&CHANGE_LAG, self.labels.clone(), lag_seconds(t, now));
+            }
+        });
     }
 
     /// The runner's capture state after each change to it: mode, connection, current lag, last event.
@@ -147,17 +147,16 @@ impl HubMetrics {
         lag_seconds: f64,
         last_event: Option<DateTime<Utc>>,
     ) {
-        if !self.live() {
-            return;
-        }
-        if let Some(mode) = mode {
-            self.mode(mode);
-        }
-        self.connected(connected);
-        REGISTRY.set(&LAG, self.labels.clone(), lag_seconds.max(0.0));
-        if let Some(t) = last_event {
-            REGISTRY.set(&LAST_EVENT, self.labels.clone(), t.timestamp_micros() as f64 / 1e6);
-        }
+        self.record(|| {
+            if let Some(mode) = mode {
+                self.mode(mode);
+            }
+            self.connected(connected);
+            REGISTRY.set(&LAG, self.labels.clone(), lag_seconds.max(0.0));
+            if let Some(t) = last_event {
+                REGISTRY.set(&LAST_EVENT, self.labels.clone(), t.timestamp_micros() as f64 / 1e6);
+            }
+        });
     }
 
     fn connected(&self, up: bool) {
@@ -173,44 +172,38 @@ impl HubMetrics {
 
     /// A consistent snapshot was taken for `reason`.
     pub fn snapshot(&self, reason: SnapshotReason) {
-        if !self.live() {
-            return;
-        }
-        REGISTRY.add(&SNAPSHOTS, self.with("reason", reason.as_str()), 1.0);
+        self.record(|| REGISTRY.add(&SNAPSHOTS, self.with("reason", reason.as_str()), 1.0));
     }
 
     /// A periodic resync compared the table with the stream and found `divergences`.
     pub fn resync(&self, divergences: &Divergences) {
-        if !self.live() {
-            return;
-        }
-        REGISTRY.add(&RESYNCS, self.labels.clone(), 1.0);
-        // Every kind is added, zeros included, so that `increase()` alerts see the series from the start.
-        for (kind, n) in divergences.by_kind() {
-            REGISTRY.add(&DIVERGENCES, self.with("kind", kind), n as f64);
-        }
+        self.record(|| {
+            REGISTRY.add(&RESYNCS, self.labels.clone(), 1.0);
+            // Every kind is added, zeros included, so that `increase()` alerts see the series from the start.
+            for (kind, n) in divergences.by_kind() {
+                REGISTRY.add(&DIVERGENCES, self.with("kind", kind), n as f64);
+            }
+        });
     }
 
     /// A session ended in error and will be retried (`reason`: a short cause class).
     pub fn reconnect(&self, reason: &str) {
-        if !self.live() {
-            return;
-        }
-        REGISTRY.add(&RECONNECTS, self.with("reason", reason), 1.0);
-        self.connected(false);
+        self.record(|| {
+            REGISTRY.add(&RECONNECTS, self.with("reason", reason), 1.0);
+            self.connected(false);
+        });
     }
 
     /// Position and WAL retention of the source, when known.
     pub fn source_position(&self, behind_bytes: Option<i64>, retained_wal_bytes: Option<i64>) {
-        if !self.live() {
-            return;
-        }
-        if let Some(b) = behind_bytes {
-            REGISTRY.set(&BEHIND_BYTES, self.labels.clone(), b as f64);
-        }
-        if let Some(b) = retained_wal_bytes {
-            REGISTRY.set(&RETAINED_WAL, self.labels.clone(), b as f64);
-        }
+        self.record(|| {
+            if let Some(b) = behind_bytes {
+                REGISTRY.set(&BEHIND_BYTES, self.labels.clone(), b as f64);
+            }
+            if let Some(b) = retained_wal_bytes {
+                REGISTRY.set(&RETAINED_WAL, self.labels.clone(), b as f64);
+            }
+        });
     }
 }
 
@@ -275,46 +268,32 @@ fn hub_labels(hub: &LynqHub) -> Labels {
 
 /// Lynq's `hub_desired`/`hub_ready`/`hub_failed` from the status being written.
 pub fn record_status(hub: &LynqHub, status: &LynqHubStatus) {
-    if is_retired(&hub.uid().unwrap_or_default()) {
-        return;
-    }
-    let labels = hub_labels(hub);
-    for (desc, value) in [(&HUB_DESIRED, status.desired), (&HUB_READY, status.ready), (&HUB_FAILED, status.failed)] {
-        if let Some(v) = value {
-            REGISTRY.set(desc, labels.clone(), f64::from(v));
+    super::while_live(&hub.uid().unwrap_or_default(), || {
+        let labels = hub_labels(hub);
+        for (desc, value) in [(&HUB_DESIRED, status.desired), (&HUB_READY, status.ready), (&HUB_FAILED, status.failed)]
+        {
+            if let Some(v) = value {
+                REGISTRY.set(desc, labels.clone(), f64::from(v));
+            }
         }
-    }
+    });
 }
 
 /// The deletion guard's state after a batch: whether it holds now and whether a new hold began.
 pub fn deletion_guard(hub: &LynqHub, holding: bool, hold_started: bool) {
     let metrics = HubMetrics::new(hub);
-    if !metrics.live() {
-        return;
-    }
-    let labels = metrics.labels;
-    if hold_started {
-        REGISTRY.add(&GUARD_HOLDS, labels.clone(), 1.0);
-    }
-    REGISTRY.set(&GUARD_ACTIVE, labels, if holding { 1.0 } else { 0.0 });
-}
-
-/// Uids of deleted hubs: late writers of a deleted hub record nothing (a hub re-created under the
-/// same name has a new uid). One short string per deleted hub for the life of the process.
-static RETIRED: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-fn is_retired(uid: &str) -> bool {
-    !uid.is_empty() && RETIRED.lock().unwrap_or_else(|e| e.into_inner()).contains(uid)
+    metrics.record(|| {
+        if hold_started {
+            REGISTRY.add(&GUARD_HOLDS, metrics.labels.clone(), 1.0);
+        }
+        REGISTRY.set(&GUARD_ACTIVE, metrics.labels.clone(), if holding { 1.0 } else { 0.0 });
+    });
 }
 
 /// Removes every series of a deleted hub: Lynq's, lynq's, and its nodes' provisioning latencies.
 pub fn forget(hub: &LynqHub) {
-    if let Some(uid) = hub.uid() {
-        RETIRED.lock().unwrap_or_else(|e| e.into_inner()).insert(uid);
-    }
     let (ns, name) = (hub.namespace().unwrap_or_default(), hub.name_any());
-    REGISTRY.remove_matching(&[("namespace", &ns), ("hub", &name)]);
+    super::retire(hub.uid(), || REGISTRY.remove_matching(&[("namespace", &ns), ("hub", &name)]));
 }
 
 #[cfg(test)]

@@ -130,3 +130,28 @@ impl Drop for ReconcileTimer {
             .record(self.started.elapsed().as_secs_f64());
     }
 }
+
+/// Uids of deleted hubs and forms: late writers of a deleted object record nothing (an object
+/// re-created under the same name has a new uid). One short string per deleted object for the life
+/// of the process.
+static RETIRED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Runs `record` unless the object with `uid` was deleted. The retired set stays locked while
+/// `record` writes, and [`retire`] holds it while removing, so a late writer cannot slip a series in
+/// between the check and the removal (lock order: retired set, then registry).
+pub(crate) fn while_live(uid: &str, record: impl FnOnce()) {
+    let retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    if uid.is_empty() || !retired.contains(uid) {
+        record();
+    }
+}
+
+/// Marks the object with `uid` deleted and runs `remove` (which drops its series) under the same lock.
+pub(crate) fn retire(uid: Option<String>, remove: impl FnOnce()) {
+    let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(uid) = uid {
+        retired.insert(uid);
+    }
+    remove();
+}

@@ -172,16 +172,29 @@ fn record_latencies(node: &LynqNode, applied: bool, ready: bool, now: DateTime<U
         ("form", node.spec.template_ref.clone()),
     ];
     let key = (node.namespace().unwrap_or_default(), node.name_any());
-    let mut observed = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = observed.entry(key).or_default();
-    if applied && entry.applied.as_deref() != Some(raw.as_str()) {
-        entry.applied = Some(raw.clone());
-        super::REGISTRY.observe(&APPLY_LATENCY, labels.clone(), latency.max(0.0));
-    }
-    if ready && entry.ready.as_deref() != Some(raw.as_str()) {
-        entry.ready = Some(raw);
-        super::REGISTRY.observe(&READY_LATENCY, labels, latency.max(0.0));
-    }
+    // The latencies carry the hub's labels: a node finishing while its hub is deleted must not bring
+    // the hub's series back after `hub::forget` removed them.
+    super::while_live(&owning_hub_uid(node), || {
+        let mut observed = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = observed.entry(key).or_default();
+        if applied && entry.applied.as_deref() != Some(raw.as_str()) {
+            entry.applied = Some(raw.clone());
+            super::REGISTRY.observe(&APPLY_LATENCY, labels.clone(), latency.max(0.0));
+        }
+        if ready && entry.ready.as_deref() != Some(raw.as_str()) {
+            entry.ready = Some(raw);
+            super::REGISTRY.observe(&READY_LATENCY, labels, latency.max(0.0));
+        }
+    });
+}
+
+/// Uid of the LynqHub that owns this node (empty when it has none).
+fn owning_hub_uid(node: &LynqNode) -> String {
+    node.owner_references()
+        .iter()
+        .find(|owner| owner.kind == "LynqHub")
+        .map(|owner| owner.uid.clone())
+        .unwrap_or_default()
 }
 
 /// Counts one server-side apply conflict of a node's resource.
