@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{DeletionPolicy, ResourceLists, TemplateSyntax};
 
+/// Finalizer that holds a LynqNode until its resources are cleaned up (Lynq's name). The hub sets
+/// it when it creates a node, so that a new node needs no second write before its first pass.
+pub const NODE_FINALIZER: &str = "lynqnode.operator.lynq.sh/finalizer";
+
 /// Desired state of a LynqNode (written by the hub).
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(

@@ -309,8 +309,10 @@ impl Runner {
             s.start = Some(CaptureStart::Polling);
         });
         let mut ticker = tokio::time::interval(self.interval);
+        let mut flush = tokio::time::interval(super::sync::STATUS_INTERVAL);
         loop {
             tokio::select! {
+                _ = flush.tick() => self.sync.flush_status(&self.state).await,
                 _ = ticker.tick() => {
                     let rows = self.database.read_table().await?;
                     self.set_state(|s| { s.connected = true; s.last_event_time = Some(Utc::now()); s.lag_seconds = 0.0; });
@@ -413,7 +415,7 @@ impl Runner {
                     }
                 }
                 _ = flush.tick() => {
-                    self.sync.checkpoint_moved(&self.state).await;
+                    self.sync.flush_status(&self.state).await;
                     self.sample_source_position().await;
                 }
                 ctl = self.control.recv() => match ctl {

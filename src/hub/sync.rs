@@ -68,6 +68,8 @@ pub struct HubSync {
     reported_skips: HashSet<String>,
     last_status: Option<LynqHubStatus>,
     last_status_write: Option<Instant>,
+    /// A status held back by the rate limit; the runner's flush tick writes it.
+    pending_status: Option<LynqHubStatus>,
     /// Source commit time of the transaction being applied, stamped on the nodes it writes.
     commit_time: Option<chrono::DateTime<Utc>>,
 }
@@ -109,6 +111,7 @@ impl HubSync {
             reported_skips: HashSet::new(),
             last_status: hub.status.clone(),
             last_status_write: None,
+            pending_status: None,
             commit_time: None,
             client,
             engine,
@@ -222,7 +225,11 @@ impl HubSync {
         bounded(deletions).await?;
         let desired_count = forms.len().saturating_mul(desired.active_rows);
         let status = self.status(desired_count, plan.skipped.len(), decision.hold.as_ref(), &existing, state);
-        self.write_status(status, true).await
+        // A changed condition is written at once; new counts alone wait for the rate limit (every
+        // node turning Ready triggers a batch, and a bulk load would otherwise write the hub's status
+        // several times a second).
+        let urgent = self.last_status.as_ref().map(|s| &s.conditions) != Some(&status.conditions);
+        self.write_status(status, urgent).await
     }
 
     /// Creates and updates nodes, at most maxSkew of each form updating at once.
@@ -383,15 +390,28 @@ impl HubSync {
 
     async fn write_status(&mut self, status: LynqHubStatus, force: bool) -> Result<(), SyncError> {
         if self.last_status.as_ref() == Some(&status) {
+            self.pending_status = None;
             return Ok(());
         }
         if !force && self.last_status_write.is_some_and(|t| t.elapsed() < STATUS_INTERVAL) {
+            self.pending_status = Some(status);
             return Ok(());
         }
         self.writer.write_status(&status).await?;
         self.last_status = Some(status);
+        self.pending_status = None;
         self.last_status_write = Some(Instant::now());
         Ok(())
+    }
+
+    /// The newest status, written or still held back by the rate limit.
+    fn latest_status(&self) -> Option<LynqHubStatus> {
+        self.pending_status.clone().or_else(|| self.last_status.clone())
+    }
+
+    /// Writes what the rate limit held back (status and checkpoint), if its interval has passed.
+    pub async fn flush_status(&mut self, state: &Arc<Mutex<CaptureState>>) {
+        self.persist_checkpoint(state, false).await;
     }
 
     /// The checkpoint moved: persist it (rate-limited).
@@ -405,7 +425,7 @@ impl HubSync {
     }
 
     async fn persist_checkpoint(&mut self, state: &Arc<Mutex<CaptureState>>, force: bool) {
-        let Some(mut status) = self.last_status.clone() else { return };
+        let Some(mut status) = self.latest_status() else { return };
         status.change_capture = state.lock().ok().map(|s| s.to_status());
         let mut conditions: Vec<Condition> = status.conditions.take().unwrap_or_default();
         conditions.retain(|c| c.type_ != runner::CAPTURE_CONDITION);
@@ -425,7 +445,7 @@ impl HubSync {
     /// The source (re)connected: Ready=True again at once, even when a resumed stream has no
     /// change to apply yet.
     pub async fn connected(&mut self, state: &Arc<Mutex<CaptureState>>) {
-        let Some(mut status) = self.last_status.clone() else { return };
+        let Some(mut status) = self.latest_status() else { return };
         status.change_capture = state.lock().ok().map(|s| s.to_status());
         let ready = condition_for(
             self.last_status.as_ref(),
@@ -461,7 +481,7 @@ impl HubSync {
     /// Nodes are never touched on a database error.
     pub async fn report_source_error(&mut self, message: &str) {
         self.event(EventType::Warning, "DatabaseQueryFailed", message.to_string()).await;
-        let mut status = self.last_status.clone().unwrap_or_default();
+        let mut status = self.latest_status().unwrap_or_default();
         let ready = condition_for(self.last_status.as_ref(), "Ready", false, "DatabaseConnectionFailed", message);
         let mut conditions: Vec<Condition> =
             status.conditions.take().unwrap_or_default().into_iter().filter(|c| c.type_ != "Ready").collect();

@@ -95,6 +95,9 @@ impl HubWriter {
                 "labels": node.labels,
                 "annotations": node.annotations,
                 "ownerReferences": [owner],
+                // Set at creation: the node controller would otherwise add it in a write of its own
+                // (and a pass triggered by it) before applying anything.
+                "finalizers": [crate::api::NODE_FINALIZER],
             },
             "spec": spec,
         });

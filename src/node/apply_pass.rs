@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use kube::{ResourceExt, runtime::controller::Action, runtime::events::EventType};
 use serde_json::Value;
 
@@ -77,6 +77,10 @@ pub(super) async fn reconcile_resources(node: &LynqNode, ctx: &Context) -> Resul
 
 /// Settles every resource, each as soon as its own dependencies are settled, at most
 /// `apply_concurrency` at a time: a slow resource never holds back an unrelated branch.
+///
+/// The first change of the pass also raises Lynq's `TemplateResourcesApplying` event and a transient
+/// `Progressing=True`; those two writes run beside the applies instead of in front of the dependents,
+/// and finish before the pass returns (so the pass's final status is always written after them).
 async fn run_in_dependency_order(
     ctx: &Context,
     node: &LynqNode,
@@ -88,10 +92,8 @@ async fn run_in_dependency_order(
     let mut outcomes: BTreeMap<String, Applied> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut ready: VecDeque<String> = graph.roots().into_iter().map(str::to_owned).collect();
-    // Declared before `running`, whose futures borrow it.
-    let first_change = FirstChange(std::sync::atomic::AtomicBool::new(false));
-    let first_change = &first_change;
-    let mut running = FuturesUnordered::new();
+    let mut noted = false;
+    let mut running: FuturesUnordered<BoxFuture<'_, Step>> = FuturesUnordered::new();
     let limit = ctx.config.apply_concurrency.max(1);
     loop {
         while running.len() < limit
@@ -103,15 +105,20 @@ async fn run_in_dependency_order(
                 .filter_map(|d| outcomes.get(d).map(|a| (d.clone(), a.outcome.clone())))
                 .collect();
             let prep = prepared.get(&id);
-            running.push(async move {
+            running.push(Box::pin(async move {
                 let applied = settle(ctx, node, &id, prep, &deps, force, now).await;
-                if applied.changed {
-                    first_change.note(ctx, node).await;
-                }
-                (id, applied)
-            });
+                Step::Settled(id, applied)
+            }));
         }
-        let Some((id, applied)) = running.next().await else { break };
+        let Some(step) = running.next().await else { break };
+        let Step::Settled(id, applied) = step else { continue };
+        if applied.changed && !noted {
+            noted = true;
+            running.push(Box::pin(async move {
+                note_first_change(ctx, node).await;
+                Step::Noted
+            }));
+        }
         outcomes.insert(id.clone(), applied);
         finished.insert(id.clone());
         ready.extend(graph.newly_runnable(&id, &finished).into_iter().map(str::to_owned));
@@ -119,18 +126,19 @@ async fn run_in_dependency_order(
     outcomes
 }
 
-/// Raised once per pass, at the first resource that actually changed: Lynq's
-/// `TemplateResourcesApplying` event and a transient `Progressing=True`.
-struct FirstChange(std::sync::atomic::AtomicBool);
+/// A finished piece of work of a pass.
+enum Step {
+    /// A resource was settled.
+    Settled(String, Applied),
+    /// The first change's event and Progressing status were published.
+    Noted,
+}
 
-impl FirstChange {
-    async fn note(&self, ctx: &Context, node: &LynqNode) {
-        if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        ctx.event(node, EventType::Normal, "TemplateResourcesApplying", "Reconciling changed resources".into()).await;
-        status::publish_progressing(node, ctx).await;
-    }
+/// Lynq's `TemplateResourcesApplying` event and a transient `Progressing=True`, once per pass that
+/// changes anything.
+async fn note_first_change(ctx: &Context, node: &LynqNode) {
+    let event = ctx.event(node, EventType::Normal, "TemplateResourcesApplying", "Reconciling changed resources".into());
+    tokio::join!(event, status::publish_progressing(node, ctx));
 }
 
 /// What happened to one resource in this pass.

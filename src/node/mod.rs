@@ -21,9 +21,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, reflector},
         watcher,
     },
 };
@@ -32,7 +33,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::{api::LynqNode, apply::Applier, template::Engine};
 
 /// Finalizer that runs resource cleanup before a LynqNode goes (Lynq's name).
-pub const FINALIZER: &str = "lynqnode.operator.lynq.sh/finalizer";
+pub const FINALIZER: &str = crate::api::NODE_FINALIZER;
 /// Event source name, as Lynq.
 pub const CONTROLLER_NAME: &str = "lynqnode-controller";
 /// How often a node is re-applied even without any event (drift safety net; Lynq's 10 minutes).
@@ -192,8 +193,14 @@ fn truncate(mut s: String, max: usize) -> String {
 pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (ctx, triggers) = Context::new(client.clone(), config.clone());
     let nodes: Api<LynqNode> = crate::api::scoped_api(&client, config.namespace.as_deref());
-    let controller = Controller::new(nodes, watcher::Config::default());
-    let cache = controller.store();
+    let (cache, writer) = reflector::store();
+    // The cache sees every version; only changes a pass depends on trigger one. Without the filter
+    // each status write of a pass triggered another pass that found nothing to do.
+    let changes = reflector(writer, watcher(nodes, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(pass_inputs, Default::default());
+    let controller = Controller::for_stream(changes, cache.clone());
     let synced = config.synced.clone();
     let mark_synced = async move {
         if cache.wait_until_ready().await.is_ok() {
@@ -212,6 +219,21 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
         });
     tokio::join!(reconciles, mark_synced);
     ctx.watches.stop();
+}
+
+/// Hash of what a reconcile pass reads from its node: the spec (generation), the hub's variables
+/// (annotations), labels, finalizers and deletion. The status is left out: the pass writes it.
+fn pass_inputs(node: &LynqNode) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &node.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Reconciles one LynqNode.
@@ -254,4 +276,49 @@ async fn add_finalizer(node: &LynqNode, ctx: &Context) -> Result<(), Error> {
         .await
         .map(|_| ())
         .map_err(|source| Error::Kube { node: node_key(node), action: "adding the finalizer", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> LynqNode {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "operator.lynq.sh/v1", "kind": "LynqNode",
+            "metadata": {"name": "acme-web", "namespace": "default", "uid": "u1", "generation": 1,
+                         "annotations": {"lynq.sh/host": "acme.example.com"}},
+            "spec": {"uid": "acme", "templateRef": "web"}
+        }))
+        .expect("valid node")
+    }
+
+    #[test]
+    fn a_status_write_does_not_trigger_a_pass() {
+        let before = node();
+        let mut after = before.clone();
+        after.status = Some(crate::api::LynqNodeStatus { ready_resources: Some(3), ..Default::default() });
+        after.metadata.resource_version = Some("42".into());
+        assert_eq!(pass_inputs(&before), pass_inputs(&after));
+    }
+
+    #[test]
+    fn what_a_pass_reads_triggers_one() {
+        let before = node();
+        let changes: [fn(&mut LynqNode); 4] = [
+            |n| n.metadata.generation = Some(2),
+            |n| {
+                n.annotations_mut().insert("lynq.sh/host".into(), "other.example.com".into());
+            },
+            |n| n.metadata.finalizers = Some(vec![FINALIZER.into()]),
+            |n| {
+                n.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+            },
+        ];
+        for change in changes {
+            let mut after = before.clone();
+            change(&mut after);
+            assert_ne!(pass_inputs(&before), pass_inputs(&after));
+        }
+    }
 }

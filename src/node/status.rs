@@ -83,22 +83,29 @@ pub(super) async fn publish(
         last_full_reconcile_at: last_full,
     };
     crate::metrics::node::record_status(node, &status, Some(summary.conflicted));
-    if changed {
-        let (type_, reason) = if summary.failed > 0 {
-            (EventType::Warning, "TemplateAppliedPartial")
-        } else {
-            (EventType::Normal, "TemplateAppliedSuccess")
-        };
-        let note = format!(
-            "Applied {} resources: {} ready, {} failed, {} skipped",
-            summary.desired, summary.ready, summary.failed, summary.skipped
-        );
-        ctx.event(node, type_, reason, note).await;
-    }
-    if node.status.as_ref() != Some(&status) {
-        write_status(node, ctx, status).await?;
-    }
-    Ok(())
+    // The summary event and the status go out together: the status (Ready) is what clients wait
+    // for, and the event need not hold it back.
+    let event = async {
+        if changed {
+            let (type_, reason) = if summary.failed > 0 {
+                (EventType::Warning, "TemplateAppliedPartial")
+            } else {
+                (EventType::Normal, "TemplateAppliedSuccess")
+            };
+            let note = format!(
+                "Applied {} resources: {} ready, {} failed, {} skipped",
+                summary.desired, summary.ready, summary.failed, summary.skipped
+            );
+            ctx.event(node, type_, reason, note).await;
+        }
+    };
+    let write = async {
+        if node.status.as_ref() != Some(&status) {
+            write_status(node, ctx, status).await?;
+        }
+        Ok(())
+    };
+    tokio::join!(event, write).1
 }
 
 /// Publishes `Progressing=True` (reason Reconciling) while a pass applies changes; the pass's final
