@@ -86,7 +86,9 @@ where
 {
     let (store, writer) = reflector::store();
     let task = tokio::spawn(async move {
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
+        // managedFields are never read from these caches and are about as large as the specs.
+        let versions = watcher(api, config).modify(|object| object.managed_fields_mut().clear());
+        let stream = reflector::reflector(writer, versions).default_backoff().touched_objects();
         stream.for_each(|_| async {}).await;
     });
     (store, task)

@@ -196,7 +196,9 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
     let (cache, writer) = reflector::store();
     // The cache sees every version; only changes a pass depends on trigger one. Without the filter
     // each status write of a pass triggered another pass that found nothing to do.
-    let changes = reflector(writer, watcher(nodes, watcher::Config::default()))
+    // managedFields are never read here and are about as large as the spec they describe.
+    let versions = watcher(nodes, watcher::Config::default()).modify(|node| node.managed_fields_mut().clear());
+    let changes = reflector(writer, versions)
         .default_backoff()
         .applied_objects()
         .predicate_filter(pass_inputs, Default::default());
