@@ -75,12 +75,17 @@ pub(super) async fn reconcile_resources(node: &LynqNode, ctx: &Context) -> Resul
     Ok(Action::requeue(requeue))
 }
 
+/// How long a pass applies changes before it publishes `Progressing=True`. Lynq's status writer
+/// batches for up to a second, so a pass that ends sooner shows only its final status there too;
+/// writing it at once would cost every changed node an extra status write.
+const PROGRESSING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Settles every resource, each as soon as its own dependencies are settled, at most
 /// `apply_concurrency` at a time: a slow resource never holds back an unrelated branch.
 ///
-/// The first change of the pass also raises Lynq's `TemplateResourcesApplying` event and a transient
-/// `Progressing=True`; those two writes run beside the applies instead of in front of the dependents,
-/// and finish before the pass returns (so the pass's final status is always written after them).
+/// The first change of the pass raises Lynq's `TemplateResourcesApplying` event beside the applies
+/// (not in front of the dependents); a pass still applying [`PROGRESSING_AFTER`] later publishes
+/// `Progressing=True`. Both finish before the pass returns, so its final status comes after them.
 async fn run_in_dependency_order(
     ctx: &Context,
     node: &LynqNode,
@@ -92,7 +97,7 @@ async fn run_in_dependency_order(
     let mut outcomes: BTreeMap<String, Applied> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut ready: VecDeque<String> = graph.roots().into_iter().map(str::to_owned).collect();
-    let mut noted = false;
+    let mut first_change = FirstChange::Unseen;
     let mut running: FuturesUnordered<BoxFuture<'_, Step>> = FuturesUnordered::new();
     let limit = ctx.config.apply_concurrency.max(1);
     loop {
@@ -110,13 +115,28 @@ async fn run_in_dependency_order(
                 Step::Settled(id, applied)
             }));
         }
-        let Some(step) = running.next().await else { break };
+        let step = match first_change {
+            FirstChange::Seen(due) => tokio::select! {
+                step = running.next() => step,
+                () = tokio::time::sleep_until(due) => {
+                    first_change = FirstChange::Published;
+                    running.push(Box::pin(async move {
+                        status::publish_progressing(node, ctx).await;
+                        Step::Published
+                    }));
+                    continue;
+                }
+            },
+            FirstChange::Unseen | FirstChange::Published => running.next().await,
+        };
+        let Some(step) = step else { break };
         let Step::Settled(id, applied) = step else { continue };
-        if applied.changed && !noted {
-            noted = true;
+        if applied.changed && first_change == FirstChange::Unseen {
+            first_change = FirstChange::Seen(tokio::time::Instant::now() + PROGRESSING_AFTER);
             running.push(Box::pin(async move {
-                note_first_change(ctx, node).await;
-                Step::Noted
+                let note = "Reconciling changed resources".into();
+                ctx.event(node, EventType::Normal, "TemplateResourcesApplying", note).await;
+                Step::Published
             }));
         }
         outcomes.insert(id.clone(), applied);
@@ -126,19 +146,23 @@ async fn run_in_dependency_order(
     outcomes
 }
 
+/// Where a pass is with its first change.
+#[derive(Clone, Copy, PartialEq)]
+enum FirstChange {
+    /// Nothing changed yet.
+    Unseen,
+    /// Something changed; `Progressing=True` is due at this instant if the pass is still running.
+    Seen(tokio::time::Instant),
+    /// `Progressing=True` was published.
+    Published,
+}
+
 /// A finished piece of work of a pass.
 enum Step {
     /// A resource was settled.
     Settled(String, Applied),
-    /// The first change's event and Progressing status were published.
-    Noted,
-}
-
-/// Lynq's `TemplateResourcesApplying` event and a transient `Progressing=True`, once per pass that
-/// changes anything.
-async fn note_first_change(ctx: &Context, node: &LynqNode) {
-    let event = ctx.event(node, EventType::Normal, "TemplateResourcesApplying", "Reconciling changed resources".into());
-    tokio::join!(event, status::publish_progressing(node, ctx));
+    /// An event or the Progressing status was published.
+    Published,
 }
 
 /// What happened to one resource in this pass.
