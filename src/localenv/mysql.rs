@@ -63,6 +63,11 @@ impl MariaDb {
         let dir = root.join("mariadb");
         let data = dir.join("data");
         create_dir(&data)?;
+        // A private tmpdir: bootstraps running side by side in the shared /tmp once removed each
+        // other's temporary tables ("Error on delete of '/tmp/#sql-temptable-…'").
+        let tmp = dir.join("tmp");
+        create_dir(&tmp)?;
+        let tmpdir = format!("--tmpdir={}", tmp.display());
         let user = current_user();
         run_to_completion(
             "mariadb-install-db",
@@ -73,6 +78,7 @@ impl MariaDb {
                 format!("--user={user}"),
                 "--auth-root-authentication-method=normal".into(),
                 "--skip-test-db".into(),
+                tmpdir.clone(),
             ],
         )
         .await?;
@@ -86,6 +92,7 @@ impl MariaDb {
             format!("--socket={}", socket.display()),
             format!("--pid-file={}", dir.join("mysqld.pid").display()),
             format!("--user={user}"),
+            tmpdir,
             format!("--log-bin={}", data.join("binlog").display()),
             "--binlog-format=ROW".into(),
             "--binlog-row-image=FULL".into(),
