@@ -35,6 +35,22 @@ where
     }
 }
 
+/// Hash of everything a reconcile reads from an object except its status: generation (the spec),
+/// labels, annotations, finalizers and deletion. Used as a watch predicate so that the status an
+/// operator writes does not trigger its own reconcile again.
+pub fn non_status_inputs<K: kube::Resource>(object: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// The three CRDs, post-processed where the derive cannot express Lynq's schema.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut form = LynqForm::crd();

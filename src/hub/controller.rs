@@ -15,10 +15,10 @@ use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, reflector},
         watcher,
     },
 };
@@ -79,7 +79,14 @@ pub async fn run(
         (scoped_api(&client, ns), scoped_api(&client, ns), scoped_api(&client, ns));
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let ctx = Arc::new(HubContext { client, engine: Engine::new(), recorder, runners: Mutex::default() });
-    let controller = Controller::new(hubs, watcher::Config::default())
+    let (cache, writer) = reflector::store();
+    // The hub's own status writes (several a second while rows change) must not each restart a
+    // reconcile, a resync of every node and a re-read of the password Secret.
+    let changes = reflector(writer, watcher(hubs, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(crate::api::non_status_inputs, Default::default());
+    let controller = Controller::for_stream(changes, cache)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     let startup = super::startup::Startup::new(controller.store(), started);

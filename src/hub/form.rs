@@ -26,7 +26,7 @@ use super::form_check::{
 };
 use super::{
     desired::ExistingNode,
-    rollout::{NodeRollout, RolloutSettings, rollout_status},
+    rollout::{NodeRollout, RolloutSettings, next_time_transition, rollout_status},
 };
 use crate::{
     api::scoped_api,
@@ -162,9 +162,19 @@ pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Act
             .await
             .map_err(fail("writing status"))?;
     }
-    // Node, hub and form changes all trigger a reconcile; the requeue is only a safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Node, hub and form changes all trigger a reconcile; time alone changes a rollout only when a
+    // safety margin ends or a progress deadline passes, so look again then (else a safety net).
+    let settings = RolloutSettings::from_config(form.spec.rollout.as_ref());
+    let now = chrono::Utc::now();
+    let next =
+        next_time_transition(&rollouts, form.metadata.generation.unwrap_or_default(), now, settings.progress_deadline)
+            .and_then(|t| (t - now).to_std().ok())
+            .map_or(SAFETY_NET, |wait| (wait + Duration::from_millis(100)).min(SAFETY_NET));
+    Ok(Action::requeue(next))
 }
+
+/// Requeue of a form when nothing is due sooner.
+const SAFETY_NET: Duration = Duration::from_secs(300);
 
 /// hubId is immutable: record it at first sight, report a change as a validation error.
 async fn check_hub_id(form: &LynqForm, ctx: &FormContext, validation: &mut FormValidation) -> Result<(), FormError> {

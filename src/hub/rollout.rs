@@ -177,6 +177,29 @@ pub fn can_update(max_skew: u32, updating: usize, updated_this_pass: usize) -> b
     max_skew == 0 || updating.saturating_add(updated_this_pass) < usize::try_from(max_skew).unwrap_or(usize::MAX)
 }
 
+/// The next instant at which time alone changes a node's rollout state — its safety margin ends or
+/// it passes the progress deadline — if one lies ahead: nothing else would trigger a look then.
+pub fn next_time_transition(
+    nodes: &[NodeRollout],
+    target: i64,
+    now: DateTime<Utc>,
+    deadline: Duration,
+) -> Option<DateTime<Utc>> {
+    let after = |start: DateTime<Utc>, d: Duration| chrono::Duration::from_std(d).ok().map(|d| start + d);
+    nodes
+        .iter()
+        .filter(|n| n.template_generation == Some(target))
+        .filter_map(|n| n.update_start.map(|start| (n, start)))
+        .flat_map(|(n, start)| {
+            let margin = after(start, SAFETY_MARGIN);
+            let expiry = (n.ready != Some(true)).then(|| after(start, deadline)).flatten();
+            [margin, expiry]
+        })
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
+}
+
 /// One form's admission of creates and updates during one hub pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gate {
@@ -382,6 +405,30 @@ mod tests {
         let unstamped = NodeRollout { update_start: None, ready: Some(false), ..node(5) };
         assert_eq!(node_state(&unstamped, 5, t(100_000), DEADLINE), NodeState::Updating, "no stamp, no clock");
         assert_eq!(node_state(&NodeRollout { update_start: None, ..node(5) }, 5, t(0), DEADLINE), NodeState::Settled);
+    }
+
+    #[test]
+    fn the_next_time_transition_is_the_nearest_margin_or_deadline_ahead() {
+        let stamped = |secs: i64, ready: bool| NodeRollout {
+            template_generation: Some(5),
+            update_start: Some(t(secs)),
+            ready: Some(ready),
+            ..node(5)
+        };
+        let deadline = Duration::from_secs(600);
+        let nodes = [stamped(100, true), stamped(90, false)];
+        // The first node's safety margin ends soonest.
+        assert_eq!(
+            next_time_transition(&nodes, 5, t(100), deadline),
+            Some(t(100) + chrono::Duration::from_std(SAFETY_MARGIN).unwrap())
+        );
+        // Past every margin: the busy node's deadline is next; the ready one has none.
+        assert_eq!(
+            next_time_transition(&nodes, 5, t(200), deadline),
+            Some(t(90) + chrono::Duration::from_std(deadline).unwrap())
+        );
+        assert_eq!(next_time_transition(&nodes, 5, t(100_000), deadline), None);
+        assert_eq!(next_time_transition(&nodes, 6, t(100), deadline), None, "other generations wait for their update");
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Runner {
         let mut flush = tokio::time::interval(super::sync::STATUS_INTERVAL);
         loop {
             tokio::select! {
-                _ = flush.tick() => self.sync.flush_status(&self.state).await,
+                _ = flush.tick() => self.sync.tick(&self.state).await?,
                 _ = ticker.tick() => {
                     let rows = self.database.read_table().await?;
                     self.set_state(|s| { s.connected = true; s.last_event_time = Some(Utc::now()); s.lag_seconds = 0.0; });
@@ -415,7 +415,9 @@ impl Runner {
                     }
                 }
                 _ = flush.tick() => {
-                    self.sync.flush_status(&self.state).await;
+                    if let Err(e) = self.sync.tick(&self.state).await {
+                        break Err(e.into());
+                    }
                     self.sample_source_position().await;
                 }
                 ctl = self.control.recv() => match ctl {

@@ -70,6 +70,11 @@ pub struct HubSync {
     last_status_write: Option<Instant>,
     /// A status held back by the rate limit; the runner's flush tick writes it.
     pending_status: Option<LynqHubStatus>,
+    /// The last `RolloutThrottled` message per form (a message is published once, not every pass).
+    throttle_notes: BTreeMap<String, String>,
+    /// Some creates or updates waited for a maxSkew slot: re-planned every tick until none waits
+    /// (slots free as nodes turn Ready, their safety margin ends or their deadline passes).
+    rollout_waiting: bool,
     /// Source commit time of the transaction being applied, stamped on the nodes it writes.
     commit_time: Option<chrono::DateTime<Utc>>,
 }
@@ -80,18 +85,47 @@ impl Drop for HubSync {
     }
 }
 
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, JoinHandle<()>)
+/// Where a hub condition goes in the status: Ready first, as Lynq writes it, then lynq's own.
+fn condition_rank(type_: &str) -> (u8, String) {
+    let rank = match type_ {
+        "Ready" => 0,
+        runner::CAPTURE_CONDITION => 1,
+        "DeletionGuard" => 2,
+        _ => 3,
+    };
+    (rank, type_.to_string())
+}
+
+/// A cache of `api`, each version passed through `trim` first (to drop what the hub never reads).
+fn reflect<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let task = tokio::spawn(async move {
-        // managedFields are never read from these caches and are about as large as the specs.
-        let versions = watcher(api, config).modify(|object| object.managed_fields_mut().clear());
+        let versions = watcher(api, config).modify(trim);
         let stream = reflector::reflector(writer, versions).default_backoff().touched_objects();
         stream.for_each(|_| async {}).await;
     });
     (store, task)
+}
+
+/// What the hub reads of a node is its identity, annotations and readiness (see
+/// [`ExistingNode::from_node`]); the rendered resources and the applied-object lists are most of a
+/// node's size and stay only in the node controller's cache.
+fn trim_node(node: &mut LynqNode) {
+    node.managed_fields_mut().clear();
+    node.spec.resources = Default::default();
+    if let Some(status) = node.status.as_mut() {
+        status.applied_resource_refs = None;
+        status.applied_resources = None;
+        status.skipped_resource_ids = None;
+    }
+}
+
+/// managedFields are never read from the form cache and are about as large as the spec.
+fn trim_form(form: &mut LynqForm) {
+    form.managed_fields_mut().clear();
 }
 
 impl HubSync {
@@ -99,9 +133,13 @@ impl HubSync {
     pub fn new(client: Client, engine: Engine, recorder: Recorder, hub: LynqHub) -> Self {
         let ns = hub.namespace().unwrap_or_default();
         let selector = format!("{}={}", desired::LABEL_HUB, hub.name_any());
-        let (nodes, node_task) =
-            reflect(Api::<LynqNode>::namespaced(client.clone(), &ns), watcher::Config::default().labels(&selector));
-        let (forms, form_task) = reflect(Api::<LynqForm>::namespaced(client.clone(), &ns), watcher::Config::default());
+        let (nodes, node_task) = reflect(
+            Api::<LynqNode>::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels(&selector),
+            trim_node,
+        );
+        let (forms, form_task) =
+            reflect(Api::<LynqForm>::namespaced(client.clone(), &ns), watcher::Config::default(), trim_form);
         Self {
             writer: HubWriter::new(client.clone(), hub.clone()),
             mapping: Mapping::from_spec(&hub.spec),
@@ -114,6 +152,8 @@ impl HubSync {
             last_status: hub.status.clone(),
             last_status_write: None,
             pending_status: None,
+            throttle_notes: BTreeMap::new(),
+            rollout_waiting: false,
             commit_time: None,
             client,
             engine,
@@ -202,7 +242,8 @@ impl HubSync {
         self.report_skips(&plan.skipped).await;
 
         let now = Utc::now();
-        self.write_admitted(&plan, &forms, &existing, now).await?;
+        let throttled = self.write_admitted(&plan, &forms, &existing, now).await?;
+        self.note_throttles(throttled).await;
 
         let allow = self.hub.annotations().get(ALLOW_MASS_DELETION_ANNOTATION).is_some_and(|v| v == "true");
         let batch = Batch {
@@ -241,7 +282,7 @@ impl HubSync {
         forms: &[Arc<LynqForm>],
         existing: &[ExistingNode],
         now: chrono::DateTime<Utc>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<BTreeMap<String, String>, SyncError> {
         let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
         for form in forms {
             let settings = RolloutSettings::from_config(form.spec.rollout.as_ref());
@@ -265,12 +306,18 @@ impl HubSync {
         // with bounded concurrency instead of one round trip after another.
         let writes: Vec<_> = admitted.into_iter().map(|(node, form)| self.write_node(node, form, now)).collect();
         bounded(writes).await?;
-        for gate in gates.values() {
-            if let Some(message) = gate.throttled_message() {
-                self.event(EventType::Normal, "RolloutThrottled", message).await;
+        Ok(gates.iter().filter_map(|(form, gate)| gate.throttled_message().map(|m| (form.clone(), m))).collect())
+    }
+
+    /// Lynq's `RolloutThrottled` event for each form whose throttling changed since the last pass.
+    async fn note_throttles(&mut self, throttled: BTreeMap<String, String>) {
+        self.rollout_waiting = !throttled.is_empty();
+        for (form, message) in &throttled {
+            if self.throttle_notes.get(form) != Some(message) {
+                self.event(EventType::Normal, "RolloutThrottled", message.clone()).await;
             }
         }
-        Ok(())
+        self.throttle_notes = throttled;
     }
 
     async fn delete_node(&self, name: &str) -> Result<(), SyncError> {
@@ -390,7 +437,12 @@ impl HubSync {
         }
     }
 
-    async fn write_status(&mut self, status: LynqHubStatus, force: bool) -> Result<(), SyncError> {
+    async fn write_status(&mut self, mut status: LynqHubStatus, force: bool) -> Result<(), SyncError> {
+        // One order whoever built the status: the same conditions in another order are not a change
+        // (the two builders once alternated orders and rewrote the status every second while idle).
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.sort_by_key(|c| condition_rank(&c.type_));
+        }
         if self.last_status.as_ref() == Some(&status) {
             self.pending_status = None;
             return Ok(());
@@ -411,9 +463,14 @@ impl HubSync {
         self.pending_status.clone().or_else(|| self.last_status.clone())
     }
 
-    /// Writes what the rate limit held back (status and checkpoint), if its interval has passed.
-    pub async fn flush_status(&mut self, state: &Arc<Mutex<CaptureState>>) {
+    /// Every status interval: a rollout waiting for slots is planned again, then what the rate
+    /// limit held back (status and checkpoint) is written.
+    pub async fn tick(&mut self, state: &Arc<Mutex<CaptureState>>) -> Result<(), SyncError> {
+        if self.rollout_waiting {
+            self.apply(BatchKind::Forms, state).await?;
+        }
         self.persist_checkpoint(state, false).await;
+        Ok(())
     }
 
     /// The checkpoint moved: persist it (rate-limited).
@@ -570,5 +627,17 @@ fn condition_for(
             .filter(|_| unchanged)
             .map(|c| c.last_transition_time.clone())
             .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_have_one_order_whoever_built_them() {
+        let mut types = vec!["DeletionGuard", "Custom", runner::CAPTURE_CONDITION, "Ready"];
+        types.sort_by_key(|t| condition_rank(t));
+        assert_eq!(types, ["Ready", runner::CAPTURE_CONDITION, "DeletionGuard", "Custom"]);
     }
 }

@@ -201,7 +201,7 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
     let changes = reflector(writer, versions)
         .default_backoff()
         .applied_objects()
-        .predicate_filter(pass_inputs, Default::default());
+        .predicate_filter(crate::api::non_status_inputs, Default::default());
     let controller = Controller::for_stream(changes, cache.clone());
     let synced = config.synced.clone();
     let mark_synced = async move {
@@ -221,21 +221,6 @@ pub async fn run(client: Client, config: NodeConfig, shutdown: impl Future<Outpu
         });
     tokio::join!(reconciles, mark_synced);
     ctx.watches.stop();
-}
-
-/// Hash of what a reconcile pass reads from its node: the spec (generation), the hub's variables
-/// (annotations), labels, finalizers and deletion. The status is left out: the pass writes it.
-fn pass_inputs(node: &LynqNode) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = &node.metadata;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    meta.uid.hash(&mut hasher);
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// Reconciles one LynqNode.
@@ -300,7 +285,7 @@ mod tests {
         let mut after = before.clone();
         after.status = Some(crate::api::LynqNodeStatus { ready_resources: Some(3), ..Default::default() });
         after.metadata.resource_version = Some("42".into());
-        assert_eq!(pass_inputs(&before), pass_inputs(&after));
+        assert_eq!(crate::api::non_status_inputs(&before), crate::api::non_status_inputs(&after));
     }
 
     #[test]
@@ -320,7 +305,7 @@ mod tests {
         for change in changes {
             let mut after = before.clone();
             change(&mut after);
-            assert_ne!(pass_inputs(&before), pass_inputs(&after));
+            assert_ne!(crate::api::non_status_inputs(&before), crate::api::non_status_inputs(&after));
         }
     }
 }
