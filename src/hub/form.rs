@@ -9,12 +9,12 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event, Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
 };
@@ -43,6 +43,9 @@ pub struct FormContext {
     client: Client,
     engine: Engine,
     recorder: Recorder,
+    /// Every watched LynqNode, trimmed to what a form's status reads: a form reconcile once listed
+    /// all nodes of its namespace from the API, on every node change.
+    nodes: Store<LynqNode>,
 }
 
 /// Why a form reconcile failed (retried with backoff).
@@ -78,7 +81,12 @@ pub async fn run(
     let (forms, nodes, hubs): (Api<LynqForm>, Api<LynqNode>, Api<LynqHub>) =
         (scoped_api(&client, ns), scoped_api(&client, ns), scoped_api(&client, ns));
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-    let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder });
+    let (node_cache, node_writer) = reflector::store();
+    let node_changes =
+        reflector(node_writer, watcher(nodes, watcher::Config::default()).modify(super::sync::trim_node))
+            .default_backoff()
+            .touched_objects();
+    let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder, nodes: node_cache });
     let forget_deleted = crate::metrics::form::forget_deleted(forms.clone());
     let controller = Controller::new(forms, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
@@ -90,7 +98,7 @@ pub async fn run(
         }
     };
     let reconciles = controller
-        .watches(nodes, watcher::Config::default(), |node| {
+        .watches_stream(node_changes, |node| {
             node.namespace().map(|ns| ObjectRef::new(&node.spec.template_ref).within(&ns))
         })
         .watches(hubs, watcher::Config::default(), move |hub| {
@@ -143,11 +151,14 @@ pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Act
     let mut validation = validate_form(&form.spec, facts.as_ref(), &checker);
     check_hub_id(&form, &ctx, &mut validation).await?;
 
-    let nodes = Api::<LynqNode>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(fail("listing LynqNodes"))?;
-    let mine: Vec<&LynqNode> = nodes.items.iter().filter(|n| n.spec.template_ref == form.name_any()).collect();
+    // Until the node cache has listed once, every form would look empty.
+    let _ = ctx.nodes.wait_until_ready().await;
+    let nodes = ctx.nodes.state();
+    let mine: Vec<&LynqNode> = nodes
+        .iter()
+        .map(|n| &**n)
+        .filter(|n| n.namespace() == Some(ns.clone()) && n.spec.template_ref == form.name_any())
+        .collect();
     let total = i32::try_from(mine.len()).unwrap_or(i32::MAX);
     let ready = i32::try_from(mine.iter().filter(|n| node_ready(n)).count()).unwrap_or(i32::MAX);
 

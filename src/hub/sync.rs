@@ -113,7 +113,7 @@ where
 /// What the hub reads of a node is its identity, annotations and readiness (see
 /// [`ExistingNode::from_node`]); the rendered resources and the applied-object lists are most of a
 /// node's size and stay only in the node controller's cache.
-fn trim_node(node: &mut LynqNode) {
+pub(super) fn trim_node(node: &mut LynqNode) {
     node.managed_fields_mut().clear();
     node.spec.resources = Default::default();
     if let Some(status) = node.status.as_mut() {
