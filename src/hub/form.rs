@@ -46,6 +46,30 @@ pub struct FormContext {
     /// Every watched LynqNode, trimmed to what a form's status reads: a form reconcile once listed
     /// all nodes of its namespace from the API, on every node change.
     nodes: Store<LynqNode>,
+    /// When each form's status was last computed (see [`STATUS_INTERVAL`]).
+    last_pass: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// Least time between two status computations of one form while only its nodes change: during a bulk
+/// load every node turning Ready triggers the form, and each status write triggers a resync of its
+/// hub (both linear in the nodes). A spec change is handled at once.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+impl FormContext {
+    /// How long `form` must wait before its next status computation; records this one when none.
+    fn wait_before_pass(&self, key: &str, spec_changed: bool) -> Option<Duration> {
+        let mut last = self.last_pass.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let since = last.get(key).map(|t| now.saturating_duration_since(*t));
+        if let Some(since) = since
+            && since < STATUS_INTERVAL
+            && !spec_changed
+        {
+            return Some(STATUS_INTERVAL - since);
+        }
+        last.insert(key.to_string(), now);
+        None
+    }
 }
 
 /// Why a form reconcile failed (retried with backoff).
@@ -86,7 +110,13 @@ pub async fn run(
         reflector(node_writer, watcher(nodes, watcher::Config::default()).modify(super::sync::trim_node))
             .default_backoff()
             .touched_objects();
-    let ctx = Arc::new(FormContext { client, engine: Engine::new(), recorder, nodes: node_cache });
+    let ctx = Arc::new(FormContext {
+        client,
+        engine: Engine::new(),
+        recorder,
+        nodes: node_cache,
+        last_pass: Default::default(),
+    });
     let forget_deleted = crate::metrics::form::forget_deleted(forms.clone());
     let controller = Controller::new(forms, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
@@ -134,6 +164,10 @@ pub async fn reconcile(form: Arc<LynqForm>, ctx: Arc<FormContext>) -> Result<Act
     let _timer = crate::metrics::ReconcileTimer::start("lynqform");
     let ns = form.namespace().unwrap_or_default();
     let key = form_key(&form);
+    let spec_changed = form.status.as_ref().and_then(|s| s.observed_generation) != form.metadata.generation;
+    if let Some(wait) = ctx.wait_before_pass(&key, spec_changed) {
+        return Ok(Action::requeue(wait));
+    }
     let fail = |action: &'static str| {
         let form = key.clone();
         move |e: kube::Error| FormError { form, action, source: Box::new(e) }
