@@ -398,7 +398,8 @@ impl Runner {
                         Err(e) => break Err(e),
                     }
                 }
-                _ = resync.tick() => {
+                // Compared with a view that has no read yet, every row would look divergent.
+                _ = resync.tick(), if self.sync.table_loaded() => {
                     let rows = match self.database.read_table().await {
                         Ok(rows) => rows,
                         Err(e) => break Err(e.into()),

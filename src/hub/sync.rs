@@ -61,6 +61,8 @@ pub struct HubSync {
     writer: HubWriter,
     mapping: Mapping,
     table: TableState,
+    /// Whether the table was read once: before that, every row would look deleted.
+    table_loaded: bool,
     guard: DeletionGuard,
     nodes: Store<LynqNode>,
     forms: Store<LynqForm>,
@@ -144,6 +146,7 @@ impl HubSync {
             writer: HubWriter::new(client.clone(), hub.clone()),
             mapping: Mapping::from_spec(&hub.spec),
             table: TableState::new(&Mapping::from_spec(&hub.spec)),
+            table_loaded: false,
             guard: DeletionGuard::new(GuardConfig::new(config::sync_interval(&hub))),
             nodes,
             forms,
@@ -171,11 +174,18 @@ impl HubSync {
     /// Replaces the view of the table with a full read.
     pub fn replace_table(&mut self, rows: Vec<Row>) {
         self.table.replace_all(rows);
+        self.table_loaded = true;
     }
 
     /// Takes a read made after the position a resumed stream replays from as the view's base.
     pub fn replace_table_as_replay_base(&mut self, rows: Vec<Row>) {
         self.table.replace_all_as_replay_base(rows);
+        self.table_loaded = true;
+    }
+
+    /// Whether the view holds a read of the table (a snapshot, a poll or a replay base).
+    pub fn table_loaded(&self) -> bool {
+        self.table_loaded
     }
 
     /// Sets the source commit time of the transaction the next `apply` writes (None outside one).
@@ -219,6 +229,12 @@ impl HubSync {
 
     /// Brings the hub's nodes in line with the table and the forms, then publishes status.
     pub async fn apply(&mut self, kind: BatchKind, state: &Arc<Mutex<CaptureState>>) -> Result<(), SyncError> {
+        if !self.table_loaded {
+            // A forms change can arrive while the first snapshot or poll is still on its way: the
+            // empty view would delete every node. The first read applies the latest forms anyway.
+            tracing::debug!(hub = %hub_key(&self.hub), ?kind, "not applying before the first read of the table");
+            return Ok(());
+        }
         // The caches must have listed once, or every node would look missing.
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.forms.wait_until_ready().await;

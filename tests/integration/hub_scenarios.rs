@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeSet, time::Instant};
 
-use kube::ResourceExt;
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
 use lynq::api::CaptureModeInUse;
 use serde_json::json;
 
@@ -34,6 +37,7 @@ both!(invalid_uid_is_skipped);
 both!(two_hubs_and_same_named_tables);
 both!(handoff_under_concurrent_writes);
 both!(restart_resumes_from_checkpoint);
+both!(forms_change_during_the_first_snapshot_deletes_nothing);
 both!(privileges_decide_the_mode);
 both!(poll_and_stream_agree);
 both!(deletion_guard_holds_a_mass_delete);
@@ -305,6 +309,69 @@ async fn restart_resumes_from_checkpoint(source: Source) {
     let hub = s.hub_until("hub", "resumed", |h| has_condition(h, "ChangeCapture", "True", "Resumed")).await;
     eprintln!("[{}] after restart: {:?}", source.label(), condition(&hub, "ChangeCapture"));
     assert!(!s.has_hub_event("hub", "SnapshotTaken").await, "no new snapshot after a resumable restart");
+}
+
+/// Forms changes queued while a restarted operator is still reading its first snapshot (here held
+/// up by a table lock) are handled once the snapshot is in: nothing is deleted or recreated. Before
+/// the fix the runner could take a queued change first and apply it to its still-empty view of
+/// the table, deleting every node of the hub.
+async fn forms_change_during_the_first_snapshot_deletes_nothing(source: Source) {
+    let mut s = HubScenario::standard(source, "hub-early-forms", "Stream", "1h").await;
+    s.sql("INSERT INTO nodes VALUES ('e1', TRUE, NULL), ('e2', TRUE, NULL), ('e3', TRUE, NULL)").await;
+    let mut before = Vec::new();
+    for name in ["e1-web", "e2-web", "e3-web"] {
+        before.push(s.node(name, |_| true).await.uid());
+    }
+    s.stop_operator().await;
+    // Without a checkpoint the next start takes a snapshot.
+    let cleared = json!({"status": {"changeCapture": {"position": null}}});
+    s.hubs().patch_status("hub", &PatchParams::default(), &Patch::Merge(&cleared)).await.expect("clear checkpoint");
+
+    let mut lock = Db::connect(source, &s.url).await;
+    lock.exec(match source {
+        Source::Mysql => "LOCK TABLES nodes WRITE",
+        // The lock takes a transaction id, so the slot's snapshot waits for it as well.
+        Source::Postgres => "BEGIN; LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE",
+    })
+    .await;
+    s.start_operator();
+    // Only this scenario's database: the server is shared with other tests.
+    let waiting = match source {
+        Source::Mysql => {
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                          WHERE STATE LIKE 'Waiting for table%' AND DB = DATABASE()"
+        }
+        Source::Postgres => {
+            "SELECT COUNT(*) FROM pg_stat_activity \
+                             WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        }
+    };
+    let url = s.url.clone();
+    support::eventually("the operator's first read waits for the table lock", crate::hub_support::WAIT, || {
+        let probe = Db::connect(source, &url);
+        async move { (probe.await.scalar(waiting).await.as_deref() != Some("0")).then_some(()) }
+    })
+    .await;
+    for i in 0..4 {
+        let label = json!({"metadata": {"labels": {"touched": i.to_string()}}});
+        s.forms().patch("web", &PatchParams::default(), &Patch::Merge(&label)).await.expect("label the form");
+    }
+    lock.exec(match source {
+        Source::Mysql => "UNLOCK TABLES",
+        Source::Postgres => "COMMIT",
+    })
+    .await;
+
+    // A row committed after the snapshot: once its node is there, the snapshot and every change
+    // queued before it were applied.
+    s.sql("INSERT INTO nodes VALUES ('e4', TRUE, NULL)").await;
+    s.node("e4-web", |_| true).await;
+    let mut after = Vec::new();
+    for name in ["e1-web", "e2-web", "e3-web"] {
+        after.push(s.nodes().get(name).await.expect("node kept").uid());
+    }
+    assert_eq!(after, before, "the nodes of the unchanged rows were recreated");
+    assert_eq!(s.node_log().deleted(), BTreeSet::new(), "nodes were deleted");
 }
 
 /// A user without replication rights: Auto polls and says why; Stream names what is missing.

@@ -193,12 +193,24 @@ struct Operator {
 
 /// Every LynqNode name ever seen in a namespace (a watch from the scenario's start).
 #[derive(Clone, Default)]
-pub(crate) struct NodeLog(Arc<Mutex<BTreeSet<String>>>);
+pub(crate) struct NodeLog(Arc<Mutex<NodeNames>>);
+
+/// Node names seen and names deleted (or marked for deletion) since a scenario started.
+#[derive(Default)]
+pub(crate) struct NodeNames {
+    seen: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+}
 
 impl NodeLog {
     /// Whether a node of this name was ever seen.
     pub(crate) fn seen(&self, name: &str) -> bool {
-        self.0.lock().map(|s| s.contains(name)).unwrap_or(false)
+        self.0.lock().map(|s| s.seen.contains(name)).unwrap_or(false)
+    }
+
+    /// Every node name that was deleted or marked for deletion.
+    pub(crate) fn deleted(&self) -> BTreeSet<String> {
+        self.0.lock().map(|s| s.deleted.clone()).unwrap_or_default()
     }
 }
 
@@ -567,15 +579,23 @@ pub(crate) fn extra(node: &LynqNode) -> serde_json::Map<String, Value> {
     node.annotations().get("lynq.sh/extra").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default()
 }
 
-/// Records the names of every LynqNode ever added in the namespace.
+/// Records the names of every LynqNode ever added, and of those deleted or marked for deletion.
 async fn watch_nodes(api: Api<LynqNode>, log: NodeLog) {
-    let stream = watcher(api, watcher::Config::default()).default_backoff().touched_objects();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
-        if let Ok(node) = event
-            && let Ok(mut seen) = log.0.lock()
-        {
-            seen.insert(node.name_any());
+        let Ok(mut names) = log.0.lock() else { return };
+        match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                names.seen.insert(node.name_any());
+                if node.metadata.deletion_timestamp.is_some() {
+                    names.deleted.insert(node.name_any());
+                }
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                names.deleted.insert(node.name_any());
+            }
+            _ => {}
         }
     }
 }
