@@ -36,8 +36,18 @@ pub struct Scale {
 }
 
 impl Scale {
-    /// The scale selected by `LYNQ_BENCH_SCALE` (default: full).
+    /// The scale selected by `LYNQ_BENCH_SCALE` (default: full), with `LYNQ_BENCH_ROWS` rows per
+    /// bulk load when set.
     pub fn from_env() -> Self {
+        let scale = Self::named();
+        // A load size between the two scales, to see how a figure grows (profiling).
+        match std::env::var("LYNQ_BENCH_ROWS").ok().and_then(|r| r.parse().ok()) {
+            Some(rows) => Self { bulk_rows: rows, ..scale },
+            None => scale,
+        }
+    }
+
+    fn named() -> Self {
         match std::env::var("LYNQ_BENCH_SCALE").as_deref() {
             Ok("small") | Ok("smoke") => Self {
                 name: "small",

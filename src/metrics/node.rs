@@ -85,6 +85,7 @@ struct Observed {
 
 static OBSERVED: Mutex<BTreeMap<(String, String), Observed>> = Mutex::new(BTreeMap::new());
 
+/// The labels every node series starts with (the registry finds a node's series by this prefix).
 fn node_labels(node: &LynqNode) -> Labels {
     vec![("lynqnode", node.name_any()), ("namespace", node.namespace().unwrap_or_default())]
 }
@@ -113,7 +114,7 @@ pub fn record_status(node: &LynqNode, status: &LynqNodeStatus, conflicted: Optio
         }
     }
     let degraded = condition("Degraded").filter(|c| c.status == "True").map(|c| c.reason.as_str());
-    let seen = REGISTRY.label_values(DEGRADED_STATUS.name, &labels, "reason");
+    let seen = REGISTRY.label_values_with_prefix(DEGRADED_STATUS.name, &labels, "reason");
     for (reason, value) in degraded_series(&seen, degraded) {
         let mut l = labels.clone();
         l.push(("reason", reason));
@@ -207,9 +208,10 @@ pub fn conflict(node: &LynqNode, resource_kind: &str, conflict_policy: &str) {
 
 /// Removes every series of a node that is gone (its finalizer ran).
 pub fn forget(node: &LynqNode) {
-    let (ns, name) = (node.namespace().unwrap_or_default(), node.name_any());
-    REGISTRY.remove_matching(&[("namespace", &ns), ("lynqnode", &name)]);
-    OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns, name));
+    // Every node series starts with the node's labels.
+    REGISTRY.remove_with_prefix(&node_labels(node));
+    let key = (node.namespace().unwrap_or_default(), node.name_any());
+    OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
 }
 
 /// Times one node reconcile for `lynqnode_reconcile_duration_seconds` and `lynq_reconcile_duration_seconds`.

@@ -114,17 +114,28 @@ impl Registry {
         }
     }
 
-    /// The values of `label` in the series of `name` that carry all of `selector`'s pairs.
-    pub fn label_values(&self, name: &str, selector: &[(&'static str, String)], label: &str) -> Vec<String> {
+    /// The values of `label` in the series of `name` whose label list starts with `prefix`.
+    ///
+    /// A range read of the sorted series, not a scan: nodes record their status on every pass, and a
+    /// scan of every node's series made a bulk load quadratic.
+    pub fn label_values_with_prefix(&self, name: &str, prefix: &[(&'static str, String)], label: &str) -> Vec<String> {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let selector: Vec<(&str, &str)> = selector.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let Some(family) = families.get(name) else { return Vec::new() };
-        family
-            .series
-            .keys()
-            .filter(|labels| matches(labels, &selector))
+        prefixed(&family.series, prefix)
             .filter_map(|labels| labels.iter().find(|(k, _)| *k == label).map(|(_, v)| v.clone()))
             .collect()
+    }
+
+    /// Removes every series (of every family) whose label list starts with `prefix`, by range reads.
+    pub fn remove_with_prefix(&self, prefix: &[(&'static str, String)]) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        for f in families.values_mut() {
+            let gone: Vec<Labels> = prefixed(&f.series, prefix).cloned().collect();
+            for labels in gone {
+                f.series.remove(&labels);
+            }
+        }
+        families.retain(|_, f| !f.series.is_empty());
     }
 
     /// Removes every series (of every family) carrying all of `selector`'s label pairs.
@@ -161,6 +172,18 @@ impl Registry {
         }
         out
     }
+}
+
+/// The label lists of `series` that start with `prefix` (they sort right after it).
+fn prefixed<'a>(
+    series: &'a BTreeMap<Labels, Value>,
+    prefix: &'a [(&'static str, String)],
+) -> impl Iterator<Item = &'a Labels> + 'a {
+    use std::ops::Bound;
+    series
+        .range::<[(&'static str, String)], _>((Bound::Included(prefix), Bound::Unbounded))
+        .map(|(labels, _)| labels)
+        .take_while(move |labels| labels.starts_with(prefix))
 }
 
 fn matches(labels: &Labels, selector: &[(&str, &str)]) -> bool {
@@ -301,6 +324,36 @@ test_total{lynqnode=\"a\",namespace=\"ns\"} 3
         assert!(!text.contains("lynqnode=\"a\""), "{text}");
         assert!(text.contains("test_gauge{lynqnode=\"b\",namespace=\"ns\"} 2"), "{text}");
         assert!(!text.contains("test_seconds"), "an empty family has no HELP/TYPE lines: {text}");
+    }
+
+    #[test]
+    fn prefix_reads_and_removals_touch_only_that_objects_series() {
+        static REASONS: Desc = Desc { name: "test_reason", help: "Reasons.", kind: Kind::Gauge };
+        let r = Registry::new();
+        let with_reason = |node: &str, reason: &str| {
+            let mut l = labels(node);
+            l.push(("reason", reason.to_string()));
+            l
+        };
+        // "a" is a prefix of "ab" as a string: only whole label pairs may match.
+        for (node, reason) in [("a", "X"), ("a", "Y"), ("ab", "Z"), ("b", "W")] {
+            r.set(&REASONS, with_reason(node, reason), 1.0);
+        }
+        r.set(&GAUGE, labels("a"), 1.0);
+        r.set(&GAUGE, labels("ab"), 1.0);
+        assert_eq!(r.label_values_with_prefix("test_reason", &labels("a"), "reason"), ["X", "Y"]);
+        assert_eq!(r.label_values_with_prefix("test_reason", &labels("ab"), "reason"), ["Z"]);
+        assert!(r.label_values_with_prefix("test_reason", &labels("c"), "reason").is_empty());
+        assert!(r.label_values_with_prefix("missing", &labels("a"), "reason").is_empty());
+
+        r.remove_with_prefix(&labels("a"));
+        let text = r.render();
+        assert!(!text.contains("lynqnode=\"a\""), "{text}");
+        assert!(text.contains("test_reason{lynqnode=\"ab\",namespace=\"ns\",reason=\"Z\"} 1"), "{text}");
+        assert!(text.contains("test_gauge{lynqnode=\"ab\",namespace=\"ns\"} 1"), "{text}");
+        r.remove_with_prefix(&labels("ab"));
+        r.remove_with_prefix(&labels("b"));
+        assert_eq!(r.render(), "", "empty families are dropped");
     }
 
     #[test]
