@@ -4,7 +4,7 @@
 //! forms, and the operator's controllers, which a scenario can stop and start again.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -195,17 +195,24 @@ struct Operator {
 #[derive(Clone, Default)]
 pub(crate) struct NodeLog(Arc<Mutex<NodeNames>>);
 
-/// Node names seen and names deleted (or marked for deletion) since a scenario started.
+/// Every uid each node name had, and the names deleted (or marked for deletion), since a scenario
+/// started.
 #[derive(Default)]
 pub(crate) struct NodeNames {
-    seen: BTreeSet<String>,
+    uids: BTreeMap<String, BTreeSet<String>>,
     deleted: BTreeSet<String>,
 }
 
 impl NodeLog {
     /// Whether a node of this name was ever seen.
     pub(crate) fn seen(&self, name: &str) -> bool {
-        self.0.lock().map(|s| s.seen.contains(name)).unwrap_or(false)
+        self.0.lock().map(|s| s.uids.contains_key(name)).unwrap_or(false)
+    }
+
+    /// Names that had more than one uid: deleted and created again.
+    pub(crate) fn recreated(&self) -> Vec<String> {
+        let names = self.0.lock().map(|s| s.uids.iter().filter(|(_, u)| u.len() > 1).map(|(n, _)| n.clone()).collect());
+        names.unwrap_or_default()
     }
 
     /// Every node name that was deleted or marked for deletion.
@@ -587,7 +594,7 @@ async fn watch_nodes(api: Api<LynqNode>, log: NodeLog) {
         let Ok(mut names) = log.0.lock() else { return };
         match event {
             Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                names.seen.insert(node.name_any());
+                names.uids.entry(node.name_any()).or_default().insert(node.uid().unwrap_or_default());
                 if node.metadata.deletion_timestamp.is_some() {
                     names.deleted.insert(node.name_any());
                 }

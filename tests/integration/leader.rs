@@ -5,17 +5,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Api, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
-use lynq::api::LynqNode;
+use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tokio::process::Child;
 
@@ -124,48 +118,6 @@ async fn held_by(leases: &Api<Lease>, name: &str, identity: &str) {
     .await;
 }
 
-/// Every uid each LynqNode name ever had, and every name ever deleted.
-#[derive(Default)]
-struct Seen {
-    uids: BTreeMap<String, BTreeSet<String>>,
-    deleted: BTreeSet<String>,
-}
-
-/// [`Seen`], kept up to date by a watch.
-#[derive(Clone, Default)]
-struct NodeHistory(Arc<Mutex<Seen>>);
-
-impl NodeHistory {
-    fn watch(api: Api<LynqNode>) -> (Self, tokio::task::JoinHandle<()>) {
-        let history = Self::default();
-        let record = history.clone();
-        let task = tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                let Ok(mut h) = record.0.lock() else { return };
-                match event {
-                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                        h.uids.entry(n.name_any()).or_default().insert(n.uid().unwrap_or_default());
-                    }
-                    Ok(watcher::Event::Delete(n)) => {
-                        h.deleted.insert(n.name_any());
-                    }
-                    _ => {}
-                }
-            }
-        });
-        (history, task)
-    }
-
-    /// Names that had more than one uid (deleted and recreated), and names deleted.
-    fn churn(&self) -> (Vec<String>, BTreeSet<String>) {
-        let h = self.0.lock().expect("history lock");
-        let recreated = h.uids.iter().filter(|(_, uids)| uids.len() > 1).map(|(n, _)| n.clone()).collect();
-        (recreated, h.deleted.clone())
-    }
-}
-
 /// The scenario: table `nodes`, hub `hub` streaming it, form `web` (one ConfigMap per node); no
 /// operator in the test process — the replicas are the operator.
 async fn scenario(prefix: &str) -> HubScenario {
@@ -198,7 +150,6 @@ async fn nodes_match(s: &HubScenario, rows: &BTreeSet<String>) -> BTreeMap<Strin
 #[tokio::test]
 async fn leader_killed_mid_insert_is_replaced_without_losing_or_recreating_nodes() {
     let mut s = scenario("leader-kill").await;
-    let (history, watch) = NodeHistory::watch(s.nodes());
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns);
     let lease = "lynq-test-lease";
 
@@ -273,11 +224,10 @@ async fn leader_killed_mid_insert_is_replaced_without_losing_or_recreating_nodes
     for (uid, node_uid) in &before {
         assert_eq!(after.get(uid), Some(node_uid), "the node of row {uid} was recreated");
     }
-    let (recreated, deleted) = history.churn();
+    let (recreated, deleted) = (s.node_log().recreated(), s.node_log().deleted());
     assert!(recreated.is_empty(), "nodes deleted and recreated: {recreated:?}");
     assert!(deleted.is_empty(), "nodes deleted: {deleted:?}");
     b.answers("/readyz", 200, "active").await;
-    watch.abort();
 }
 
 #[tokio::test]
